@@ -1,0 +1,37 @@
+# resnet-lab: `make serve` and `make test` set everything up on a fresh machine with Python 3.11.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 3000
+# pip repeats a harmless warning for each package mirror that lacks a project; keep real errors.
+PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: venv test lint serve bench summary clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "resnet-lab needs Python 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]' 2>&1 | $(PIP_QUIET)
+	$(BIN)/python -c 'import torch, torchvision, onnxruntime, bentoml'
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+summary: venv
+	$(BIN)/python -m models.summary
+
+serve: venv
+	@test -f service/service.py || { echo "make serve: the BentoML service (service/service.py) is not built yet; see the open serving issue." >&2; exit 2; }
+	$(BIN)/bentoml serve --host $(HOST) --port $(PORT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
