@@ -35,9 +35,7 @@ class CifarResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         channels = 16
         for index, (width, stride) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES, strict=True)):
-            stage, channels = make_stage(
-                BasicBlock, channels, width, blocks_per_stage, stride, shortcut, residual
-            )
+            stage, channels = make_stage(BasicBlock, channels, width, blocks_per_stage, stride, shortcut, residual)
             self.add_module(f"layer{index + 1}", stage)
         self.num_features = channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -38,9 +38,7 @@ class ResNet(nn.Module):
         channels = 64
         stage_specs = zip(STAGE_WIDTHS, STAGE_STRIDES, layers, strict=True)
         for index, (width, stride, num_blocks) in enumerate(stage_specs):
-            stage, channels = make_stage(
-                block, channels, width, num_blocks, stride, shortcut, residual, stride_in_1x1
-            )
+            stage, channels = make_stage(block, channels, width, num_blocks, stride, shortcut, residual, stride_in_1x1)
             self.add_module(f"layer{index + 1}", stage)
         self.num_features = channels
         self.avgpool = nn.AdaptiveAvgPool2d(1)

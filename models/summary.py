@@ -65,14 +65,10 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """CLI entry point: print the table and return its rows."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("models", nargs="*", help="model names (default: all registered)")
     parser.add_argument("--shortcut", choices=["A", "B", "C"], default=None, help="shortcut option override")
-    parser.add_argument(
-        "--stride-in-3x3", action="store_true", help="torchvision v1.5 layout instead of the paper's"
-    )
+    parser.add_argument("--stride-in-3x3", action="store_true", help="torchvision v1.5 layout instead of the paper's")
     args = parser.parse_args(argv)
     options = {"stride_in_1x1": not args.stride_in_3x3}
     if args.shortcut:
