@@ -1,0 +1,114 @@
+"""Upload bytes -> uint8 CHW pixels, exactly the training eval transform, with PIL and numpy only.
+
+Decode (first frame), apply EXIF orientation, convert to RGB, resize the shorter side to ``resize_size``
+(bilinear with antialiasing: PIL's resize, which is what torchvision v2 ``Resize`` runs on PIL images), centre
+crop ``crop_size`` (torchvision's anchor rounding and zero padding). Bad uploads raise ``ImageRejected`` with
+the HTTP status to answer; nothing here allocates more than the pixel limit allows.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# Beyond this many pixels after the resize, resize only the region the centre crop keeps (1x4000 strips).
+MAX_RESIZED_PIXELS = 16_000_000
+
+
+class ImageRejected(ValueError):
+    """An upload we refuse, with the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode the first frame of ``data`` as RGB after EXIF orientation; refuse bombs before allocating."""
+    if not data:
+        raise ImageRejected("empty upload: the `image` field holds no bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(f"image declares more than {max_pixels:,} pixels; refused", 413) from None
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image: expected JPEG, PNG, GIF, WebP, BMP or TIFF bytes") from None
+    except Exception as error:  # corrupt headers raise assorted types
+        raise ImageRejected(f"cannot read the image header ({error.__class__.__name__})") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageRejected(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}", 413
+        )
+    try:
+        image.seek(0)  # animated formats: the first frame
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except Exception as error:  # truncated data, bad EXIF, unsupported sub-formats
+        raise ImageRejected(f"cannot decode the image: {error.__class__.__name__}: {str(error)[:200]}") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB view of any PIL mode; 16/32-bit greyscale is scaled to 8 bits (PIL's convert would clip it)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if values.max(initial=0) > 255 or image.mode != "I" else 255.0
+        image = Image.fromarray(np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL's recommended path for palette transparency
+    return image.convert("RGB")
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """torchvision's rule: the shorter side becomes ``size``, the longer keeps the aspect ratio (truncated)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def crop_box(width: int, height: int, crop: int) -> tuple[int, int]:
+    """Top-left of torchvision's centre crop, padding included (negative when the image is smaller)."""
+    left = -((crop - width) // 2) if crop > width else int(round((width - crop) / 2.0))
+    top = -((crop - height) // 2) if crop > height else int(round((height - crop) / 2.0))
+    return left, top
+
+
+def resize_and_crop(image: Image.Image, resize_size: int, crop_size: int) -> Image.Image:
+    """Shorter side to ``resize_size`` (bilinear, antialiased), then the centre ``crop_size`` square."""
+    width, height = image.size
+    new_width, new_height = resized_size(width, height, resize_size)
+    left, top = crop_box(new_width, new_height, crop_size)
+    if new_width * new_height > MAX_RESIZED_PIXELS and left >= 0 and top >= 0:
+        # Resize only the part the crop keeps: same scale, so the same filter, without a gigapixel buffer.
+        scale_x, scale_y = width / new_width, height / new_height
+        box = (left * scale_x, top * scale_y, (left + crop_size) * scale_x, (top + crop_size) * scale_y)
+        return image.resize((crop_size, crop_size), Image.Resampling.BILINEAR, box=box)
+    if (new_width, new_height) != (width, height):
+        image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
+    if (left, top, new_width, new_height) == (0, 0, crop_size, crop_size):
+        return image
+    return image.crop((left, top, left + crop_size, top + crop_size))  # PIL fills outside with zeros
+
+
+def to_chw(image: Image.Image) -> np.ndarray:
+    """uint8 ``[3, H, W]`` contiguous array from an RGB image."""
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def preprocess(data: bytes, resize_size: int, crop_size: int, max_pixels: int) -> np.ndarray:
+    """Upload bytes -> uint8 ``[3, crop, crop]``, the training eval transform."""
+    image = open_image(data, max_pixels)
+    return to_chw(resize_and_crop(image, resize_size, crop_size))

@@ -1,0 +1,163 @@
+"""BentoML service: ``POST /classify`` an image upload with an exported ResNet on ONNX Runtime (no torch).
+
+Each request is decoded in its own handler (threads, PIL releases the GIL); the ORT call goes through the
+batchable ``infer`` API, so BentoML's adaptive batching merges concurrent requests into one session run.
+
+    RESNET_LAB_MODEL=model.onnx bentoml serve            # from the repo root; bentofile.yaml names this service
+    curl -F image=@cat.jpg -F top_k=3 http://127.0.0.1:3000/classify
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import bentoml
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.imaging import ImageRejected, preprocess
+from service.limits import BodySizeLimit
+from service.runtime import ModelNotFound, OnnxClassifier, logger, resolve_model, softmax_top_k
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} must be an integer") from None
+
+
+MAX_BATCH_SIZE = _env_int("RESNET_LAB_MAX_BATCH_SIZE", 32)
+MAX_LATENCY_MS = _env_int("RESNET_LAB_MAX_LATENCY_MS", 20_000)
+MAX_UPLOAD_BYTES = _env_int("RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
+MAX_IMAGE_PIXELS = _env_int("RESNET_LAB_MAX_IMAGE_PIXELS", 50_000_000)
+DECODE_THREADS = _env_int("RESNET_LAB_DECODE_THREADS", os.cpu_count() or 1)
+try:  # resolved at import so `bentoml serve` stops at once with the reason, instead of restarting workers
+    MODEL_PATH = resolve_model()
+except ModelNotFound as missing:
+    raise SystemExit(f"resnet-lab service: {missing}") from None
+
+_current: ResNetClassifier | None = None
+
+
+def error(status: int, message: str) -> JSONResponse:
+    """The service's error body: ``{"error": message}`` with a 4xx status."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def info_endpoint(_: Request) -> JSONResponse:
+    """GET/POST /info: model, sizes, providers really in use, batching settings and observed batch sizes."""
+    if _current is None:
+        return error(503, "model not loaded yet")
+    return JSONResponse(_current.describe())
+
+
+info_app = Starlette(routes=[Route("/info", info_endpoint, methods=["GET", "POST"])])
+
+
+@bentoml.asgi_app(info_app, path="/")
+@bentoml.service(name="resnet_classifier", workers=1, traffic={"timeout": 120})
+class ResNetClassifier:
+    """Image classification with an exported resnet-lab ONNX model."""
+
+    def __init__(self) -> None:
+        global _current
+        path = MODEL_PATH
+        self.model = OnnxClassifier.load(path)
+        self._decode_limiter: anyio.CapacityLimiter | None = None
+        self._stats_lock = threading.Lock()
+        self.batch_sizes: dict[int, int] = {}
+        self.started = time.time()
+        logger.info(
+            "resnet-lab serving %s from %s: %d labels, resize %d, crop %d, ONNX Runtime providers in use %s",
+            self.model.model_name,
+            path,
+            len(self.model.labels),
+            self.model.resize_size,
+            self.model.crop_size,
+            self.model.providers,
+        )
+        _current = self
+
+    def describe(self) -> dict[str, Any]:
+        """What /info shows."""
+        with self._stats_lock:
+            sizes = dict(sorted(self.batch_sizes.items()))
+        return {
+            "model": self.model.model_name,
+            "model_path": str(self.model.path),
+            "source_sha256": self.model.source_sha256,
+            "num_labels": len(self.model.labels),
+            "resize_size": self.model.resize_size,
+            "crop_size": self.model.crop_size,
+            "providers": self.model.providers,
+            "batching": {"max_batch_size": MAX_BATCH_SIZE, "max_latency_ms": MAX_LATENCY_MS},
+            "limits": {"max_upload_bytes": MAX_UPLOAD_BYTES, "max_image_pixels": MAX_IMAGE_PIXELS},
+            "batches": {
+                "count": sum(sizes.values()),
+                "images": sum(size * count for size, count in sizes.items()),
+                "max_size": max(sizes, default=0),
+                "sizes": {str(size): count for size, count in sizes.items()},
+            },
+        }
+
+    def _decode(self, upload: Path) -> np.ndarray:
+        size = upload.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise ImageRejected(f"upload too large: {size:,} bytes, the limit is {MAX_UPLOAD_BYTES:,}", 413)
+        return preprocess(upload.read_bytes(), self.model.resize_size, self.model.crop_size, MAX_IMAGE_PIXELS)
+
+    @bentoml.api(route="/classify")
+    async def classify(self, image: Path, top_k: int = 5) -> dict[str, Any]:
+        """Classify one uploaded image (multipart field ``image``); the ``top_k`` most likely classes."""
+        num_labels = len(self.model.labels)
+        if not 1 <= top_k <= num_labels:
+            return error(400, f"top_k must be between 1 and {num_labels}, got {top_k}")
+        if self._decode_limiter is None:
+            self._decode_limiter = anyio.CapacityLimiter(DECODE_THREADS)
+        try:
+            pixels = await anyio.to_thread.run_sync(self._decode, image, limiter=self._decode_limiter)
+        except ImageRejected as rejected:
+            return error(rejected.status, str(rejected))
+        rows = await self.to_async.infer([base64.b64encode(pixels.tobytes()).decode("ascii")])
+        if not rows or not rows[0]:
+            return error(500, "inference failed; see the server log")
+        predictions = [
+            {"index": index, "label": self.model.labels[index], "score": score}
+            for index, score in softmax_top_k(np.asarray(rows[0], dtype=np.float32), top_k)
+        ]
+        return {"model": self.model.model_name, "predictions": predictions}
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def infer(self, pixels: list[str]) -> list[list[float]]:
+        """Batched ORT step: base64 of uint8 ``[3, crop, crop]`` RGB per image -> logits ([] for a bad item)."""
+        crop = self.model.crop_size
+        expected = 3 * crop * crop
+        arrays: list[np.ndarray] = []
+        valid: list[bool] = []
+        for item in pixels:
+            try:
+                raw = base64.b64decode(item, validate=True)
+            except ValueError:
+                raw = b""
+            valid.append(len(raw) == expected)
+            if valid[-1]:
+                arrays.append(np.frombuffer(raw, dtype=np.uint8))
+        logits = self.model.logits(np.stack(arrays).reshape(-1, 3, crop, crop)) if arrays else np.empty((0, 0))
+        with self._stats_lock:
+            self.batch_sizes[len(arrays)] = self.batch_sizes.get(len(arrays), 0) + 1
+        rows = iter(logits.tolist())
+        return [next(rows) if ok else [] for ok in valid]
+
+
+ResNetClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=MAX_UPLOAD_BYTES)
