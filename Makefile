@@ -29,8 +29,8 @@ test: lint
 summary: venv
 	$(BIN)/python -m models.summary
 
+# Model: RESNET_LAB_MODEL (a .onnx file or a model-store tag), else service/default_model/model.onnx.
 serve: venv
-	@test -f service/service.py || { echo "make serve: the BentoML service (service/service.py) is not built yet; see the open serving issue." >&2; exit 2; }
 	$(BIN)/bentoml serve --host $(HOST) --port $(PORT)
 
 clean:
