@@ -1,0 +1,195 @@
+"""CIFAR-10 from the standard ``cifar-10-batches-py`` pickle folder, held as uint8 tensors.
+
+Our own reader because ``torchvision.datasets.CIFAR10`` refuses any file whose md5 differs from the
+official download. The paper's augmentation (4-pixel zero pad, random 32x32 crop, horizontal flip) runs on
+whole batches as tensor ops, on whatever device holds the images: no per-image Python, no loader workers.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DistributedSampler
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{index}" for index in range(1, 6))
+TEST_FILE = "test_batch"
+META_FILE = "batches.meta"
+HOW_TO_GET = (
+    "write it with `python3 ../shared/tools/make_cifar10.py DIR` (see ../shared/data/MANIFEST.md) "
+    "or unpack the official cifar-10-python.tar.gz into DIR"
+)
+PAD = 4
+SUBSET_SEED = 0  # fixed, so --max-train-samples and --val-split pick the same images whatever --seed is
+
+
+@dataclass
+class CifarSplit:
+    """Images as uint8 ``[N, 3, 32, 32]`` and int64 labels ``[N]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> CifarSplit:
+        """The rows at ``indices``."""
+        return CifarSplit(self.images[indices], self.labels[indices])
+
+    def to(self, device: torch.device | str) -> CifarSplit:
+        """The same split on ``device``."""
+        return CifarSplit(self.images.to(device), self.labels.to(device))
+
+
+def find_cifar_folder(data_dir: str | Path) -> Path:
+    """``data_dir`` itself or ``data_dir/cifar-10-batches-py``, checked for every file; SystemExit otherwise."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise SystemExit(f"CIFAR-10 data folder not found: {data_dir}. Expected {data_dir}/{FOLDER}/; {HOW_TO_GET}")
+    folder = data_dir if (data_dir / META_FILE).is_file() else data_dir / FOLDER
+    missing = [name for name in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise SystemExit(
+            f"{data_dir} does not hold the CIFAR-10 python layout: {folder} lacks {', '.join(missing)} "
+            f"(expected {FOLDER}/data_batch_1..5, test_batch, batches.meta); {HOW_TO_GET}"
+        )
+    return folder
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as stream:
+            return pickle.load(stream, encoding="latin1")
+    except Exception as error:  # truncated, not a pickle, ...
+        raise SystemExit(
+            f"cannot read CIFAR-10 file {path} ({error.__class__.__name__}: {error}); it is truncated or not a "
+            f"CIFAR-10 batch; {HOW_TO_GET}"
+        ) from None
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    batch = _read_pickle(path)
+    try:
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as error:
+        raise SystemExit(f"{path} is not a CIFAR-10 batch (needs 'data' and 'labels': {error}); {HOW_TO_GET}") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise SystemExit(f"{path}: expected data N x 3072 uint8 and N labels, got {data.shape}; {HOW_TO_GET}")
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise SystemExit(f"{path}: labels outside 0..9; {HOW_TO_GET}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def read_label_names(data_dir: str | Path) -> list[str]:
+    """Class names, index order, from ``batches.meta``."""
+    meta = _read_pickle(find_cifar_folder(data_dir) / META_FILE)
+    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) != 10:
+        raise SystemExit(f"{find_cifar_folder(data_dir) / META_FILE} lacks 10 label_names; {HOW_TO_GET}")
+    return [str(name) for name in names]
+
+
+def load_cifar10(data_dir: str | Path, train: bool) -> CifarSplit:
+    """The 50,000 training or 10,000 test images as uint8 tensors."""
+    folder = find_cifar_folder(data_dir)
+    batches = [_read_batch(folder / name) for name in (TRAIN_FILES if train else (TEST_FILE,))]
+    images = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
+    return CifarSplit(torch.from_numpy(images), torch.from_numpy(labels))
+
+
+def split_train_val(
+    train: CifarSplit, val_size: int, max_train_samples: int | None
+) -> tuple[CifarSplit, CifarSplit | None]:
+    """A fixed random ``val_size`` hold-out (paper: 45k/5k) and an optional cap on the training images."""
+    if not 0 <= val_size < len(train):
+        raise SystemExit(f"--val-split must be in [0, {len(train)}), got {val_size}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    val = train.subset(order[:val_size]) if val_size else None
+    train_indices = order[val_size:]
+    if max_train_samples is not None:
+        train_indices = train_indices[:max_train_samples]
+    return train.subset(torch.sort(train_indices).values), val
+
+
+def mean_image(split: CifarSplit) -> torch.Tensor:
+    """The per-pixel mean of the training images in [0, 1], ``[3, 32, 32]`` float32 (paper Sec. 4.2)."""
+    total = torch.zeros(3, 32, 32, dtype=torch.float64)
+    for start in range(0, len(split), 10_000):
+        total += split.images[start : start + 10_000].to(torch.float64).sum(0)
+    return (total / (255.0 * len(split))).float()
+
+
+class CifarTrainBatches:
+    """Shuffled, augmented, normalised training batches built with tensor ops on the data's device.
+
+    Order comes from a ``DistributedSampler`` (one replica when not distributed), crops and flips from a
+    generator seeded by (seed, epoch, rank): an epoch is a pure function of those, so resuming is exact.
+    """
+
+    def __init__(
+        self,
+        split: CifarSplit,
+        mean: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        self.split = split
+        self.mean = mean.to(split.images.device)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.channels_last = channels_last
+        self.sampler = DistributedSampler(range(len(split)), world_size, rank, shuffle=True, seed=seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    @property
+    def images_per_epoch(self) -> int:
+        """Images one process sees per epoch (the sampler pads to equal shares)."""
+        return len(self.sampler)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``(float images [B, 3, 32, 32], labels [B])`` of ``epoch``."""
+        self.sampler.set_epoch(epoch)
+        device = self.split.images.device
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.int64)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 1009 + self.rank)
+        offsets = torch.randint(0, 2 * PAD + 1, (len(order), 2), generator=generator)
+        flips = torch.randint(0, 2, (len(order),), generator=generator).bool()
+        order, offsets, flips = order.to(device), offsets.to(device), flips.to(device)
+        for start in range(0, len(order), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            indices = order[rows]
+            images = augment(self.split.images[indices], self.mean, offsets[rows], flips[rows])
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, self.split.labels[indices]
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float ``x / 255 - mean`` (std is one: the paper subtracts the mean only)."""
+    return images.float().mul_(1.0 / 255.0).sub_(mean)
+
+
+def augment(images: torch.Tensor, mean: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mean-subtract, zero-pad by 4, crop 32x32 at ``offsets`` (y, x) and mirror where ``flips``: one gather."""
+    count, size = images.shape[0], images.shape[-1]
+    padded = torch.nn.functional.pad(normalize(images, mean), (PAD, PAD, PAD, PAD))
+    base = torch.arange(size, device=images.device)
+    rows = offsets[:, :1] + base  # [B, 32]
+    cols = torch.where(flips[:, None], offsets[:, 1:] + (size - 1) - base, offsets[:, 1:] + base)
+    batch_index = torch.arange(count, device=images.device)[:, None, None, None]
+    channel_index = torch.arange(3, device=images.device)[None, :, None, None]
+    return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]

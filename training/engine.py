@@ -1,0 +1,147 @@
+"""The training step, one epoch of it with progress and logs, and top-1/top-5 counting for evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .distributed import Context, all_reduce_sum
+from .schedule import PaperSchedule
+
+
+def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; nothing otherwise."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    amp: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step; returns (summed loss, wrong predictions) as device tensors, without syncing."""
+    with autocast_for(images.device, amp):
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    wrong = (logits.detach().argmax(1) != labels).sum()
+    return loss.detach() * labels.shape[0], wrong
+
+
+@dataclass
+class EpochResult:
+    """Training loss and error of one epoch over all ranks, its images and seconds."""
+
+    loss: float
+    error: float
+    images: int
+    seconds: float
+    step: int
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_batches: int,
+    optimizer: torch.optim.Optimizer,
+    schedule: PaperSchedule,
+    epoch: int,
+    step: int,
+    total_steps: int,
+    context: Context,
+    amp: bool = False,
+    log_every: int = 20,
+    on_log: Callable[[dict], None] | None = None,
+) -> EpochResult:
+    """Train until the batches run out or ``total_steps`` is reached; log a train row every ``log_every`` steps."""
+    model.train()
+    device = context.device
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, wrong, images
+    window = torch.zeros(3, dtype=torch.float64, device=device)
+    steps_left = min(num_batches, total_steps - step)
+    progress = tqdm(total=steps_left, desc=f"epoch {epoch + 1}", disable=not context.is_main, leave=False)
+    started = time.perf_counter()
+    window_started = started
+    for images, labels in batches:
+        if step >= total_steps:
+            break
+        schedule.before_step(step, epoch)
+        loss_sum, wrong = train_step(model, images, labels, optimizer, amp)
+        batch = torch.stack([loss_sum.double(), wrong.double(), torch.tensor(labels.shape[0], device=device).double()])
+        window += batch
+        if schedule.needs_batch_error:
+            reduced = all_reduce_sum(batch.clone(), context)
+            schedule.after_step(float(reduced[1] / reduced[2]), step)
+        step += 1
+        progress.update(1)
+        if step % log_every == 0 or step == total_steps:
+            reduced = all_reduce_sum(window.clone(), context).tolist()
+            elapsed = time.perf_counter() - window_started
+            row = {
+                "step": step,
+                "epoch": epoch + 1,
+                "train_loss": reduced[0] / reduced[2],
+                "train_error": reduced[1] / reduced[2],
+                "lr": schedule.lr,
+                "images_per_s": reduced[2] / max(elapsed, 1e-9),
+            }
+            progress.set_postfix(
+                loss=f"{row['train_loss']:.3f}", err=f"{row['train_error']:.3f}", img_s=f"{row['images_per_s']:.0f}"
+            )
+            if on_log is not None and context.is_main:
+                on_log(row)
+            totals += window
+            window.zero_()
+            window_started = time.perf_counter()
+    totals += window
+    totals = all_reduce_sum(totals, context).tolist()
+    progress.close()
+    seconds = time.perf_counter() - started
+    images = int(totals[2])
+    return EpochResult(totals[0] / max(images, 1), totals[1] / max(images, 1), images, seconds, step)
+
+
+@torch.no_grad()
+def count_errors(
+    classifier: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``[images, top-1 wrong, top-5 wrong]`` for uint8 batches ``[B, 3, H, W]`` or ten crops ``[B, 10, 3, H, W]``.
+
+    Ten crops are scored by their mean softmax.
+    """
+    was_training = classifier.training
+    classifier.eval()
+    counts = torch.zeros(3, dtype=torch.float64, device=device)
+    for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        crops = images.shape[1] if images.dim() == 5 else 1
+        flat = images.flatten(0, 1) if crops > 1 else images
+        if channels_last:
+            flat = flat.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device, amp):
+            logits = classifier(flat).float()
+        scores = logits.softmax(1).unflatten(0, (-1, crops)).mean(1) if crops > 1 else logits
+        top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
+        counts[0] += labels.shape[0]
+        counts[1] += (top5[:, 0] != labels).sum()
+        counts[2] += (top5 != labels[:, None]).all(1).sum()
+    classifier.train(was_training)
+    return counts
