@@ -1,0 +1,110 @@
+"""training.export: one self-contained, verified ONNX file with serving metadata, registered in the BentoML store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import service_fixtures as fx
+import torch
+
+from training import export as exporter
+from training.checkpoint import classifier_from_checkpoint, load_checkpoint
+
+
+def _session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_checkpoint_export_graph_metadata_and_store() -> None:
+    report = fx.cifar_export()
+    path = fx.WORK_DIR / "cifar_resnet20.onnx"
+    assert report["output"] == str(path) and path.is_file()
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.checker.check_model(model, full_check=True)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert not list(path.parent.glob("*.data"))
+    assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 18
+    (graph_input,) = model.graph.input
+    (graph_output,) = model.graph.output
+    assert graph_input.name == "images" and graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert graph_output.name == "logits" and graph_output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    input_dims = graph_input.type.tensor_type.shape.dim
+    assert input_dims[0].dim_param and [d.dim_value for d in input_dims[1:]] == [3, 32, 32]
+
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    state = load_checkpoint(fx.cifar_checkpoint())
+    assert json.loads(props["labels"]) == state["labels"]
+    assert (int(props["resize_size"]), int(props["crop_size"])) == (32, 32)
+    assert props["model_name"] == "cifar_resnet20"
+    assert json.loads(props["recipe"]) == state["recipe"]
+    assert json.loads(props["metrics"]) == state["metrics"]
+    assert props["source_sha256"] == exporter.sha256_of(fx.cifar_checkpoint())
+
+    # dynamic batch in ORT, and normalisation inside the graph: raw uint8 in, the checkpoint's logits out
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = classifier_from_checkpoint(state).eval()(images).numpy()
+    got = _session(path).run(["logits"], {"images": images.numpy()})[0]
+    assert got.shape == (5, 10)
+    np.testing.assert_allclose(got, expected, atol=1e-4 * (1 + np.abs(expected).max()), rtol=0)
+    assert report["verify"]["images"] == 8 and report["verify"]["max_abs_diff"] <= report["verify"]["tolerance"]
+
+    # registered in the BentoML model store: `bentoml models list` shows it, the file inside is the same
+    tag = report["bento_model"]
+    env = {**os.environ, "BENTOML_HOME": str(fx.BENTOML_HOME)}
+    listing = subprocess.run(
+        [str(fx.BIN / "bentoml"), "models", "list", "-o", "json"], env=env, capture_output=True, text=True, check=True
+    )
+    assert tag in [entry["tag"] for entry in json.loads(listing.stdout)]
+    name, version = tag.split(":")
+    stored = fx.BENTOML_HOME / "models" / name / version / "model.onnx"
+    assert exporter.sha256_of(stored) == exporter.sha256_of(path)
+
+
+def test_torchvision_state_dict_export_has_imagenet_labels() -> None:
+    report = fx.resnet18_export()
+    model = onnx.load(report["output"], load_external_data=False)
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    labels = json.loads(props["labels"])
+    assert len(labels) == 1000 and labels[0] == "tench" and labels[999] == "toilet_tissue"
+    assert (props["model_name"], props["resize_size"], props["crop_size"]) == ("resnet18", "256", "224")
+    assert props["source_sha256"] == exporter.sha256_of(fx.torchvision_state_dict())
+    # the exporter compared ORT with PyTorch on real ImageNet photos before writing
+    assert report["verify"]["images"] == 8 and report["verify"]["max_abs_diff"] <= report["verify"]["tolerance"]
+
+
+def test_verification_mismatch_exits_and_writes_nothing(monkeypatch, tmp_path) -> None:
+    spec = exporter.spec_from_checkpoint(fx.cifar_checkpoint())
+    good_graph = (fx.WORK_DIR / "cifar_resnet20.onnx").read_bytes() if fx.cifar_export() else b""
+    with torch.no_grad():  # the graph no longer matches the PyTorch model it claims to be
+        spec.classifier.model.fc.bias.add_(torch.linspace(-3, 3, 10))
+    monkeypatch.setattr(exporter, "export_onnx_bytes", lambda classifier, crop: good_graph)
+    output = tmp_path / "model.onnx"
+    with pytest.raises(SystemExit, match="verification FAILED"):
+        exporter.export(spec, output, register=False)
+    assert not output.exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_errors_are_readable(tmp_path) -> None:
+    with pytest.raises(SystemExit, match="checkpoint not found"):
+        exporter.main(["--checkpoint", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "m.onnx")])
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(fx.cifar_checkpoint().read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="truncated, corrupt"):
+        exporter.main(["--checkpoint", str(corrupt), "--output", str(tmp_path / "m.onnx")])
+    with pytest.raises(SystemExit, match="does not fit resnet50"):
+        exporter.main(
+            ["--torchvision-state-dict", str(fx.torchvision_state_dict()), "--arch", "resnet50", "--output", "x.onnx"]
+        )
+    with pytest.raises(SystemExit, match="no images"):
+        exporter.main(
+            ["--checkpoint", str(fx.cifar_checkpoint()), "--output", str(tmp_path / "m.onnx")]
+            + ["--verify-images", str(tmp_path), "--no-register"]
+        )
+    assert not (tmp_path / "m.onnx").exists()
