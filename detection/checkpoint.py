@@ -1,0 +1,79 @@
+"""Detector checkpoints: written atomically by training.checkpoint.save_checkpoint, loaded with weights_only=True.
+
+Keys: ``format`` ("resnet-lab-detection/1"), ``recipe`` (DetectionRecipe.to_dict()), ``arch``, ``model_options``
+(for ``models.create_model``), ``model`` (detector state dict), ``category_ids`` / ``category_names`` (label i+1 is
+COCO category ``category_ids[i]``), ``image_mean`` / ``image_std`` (3 floats each), ``backbone`` (where the backbone
+came from), and, while training, ``optimizer``, ``scheduler``, ``iteration``, ``rng``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detection.model import build_detector, fresh_backbone
+from detection.recipes import DetectionRecipe
+from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+FORMAT = "resnet-lab-detection/1"
+REQUIRED_KEYS = ("recipe", "arch", "model_options", "model", "category_ids", "image_mean", "image_std")
+
+
+def save_detection_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Atomic write (temp file, fsync, rename) with the detection format tag."""
+    return save_checkpoint({**state, "format": FORMAT}, path)
+
+
+def load_detection_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; missing, truncated or foreign files exit with a readable message."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"detection checkpoint not found: {path} (train one with `python detection/train.py ...`)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or non-torch files
+        raise SystemExit(
+            f"cannot read detection checkpoint {path}: truncated, corrupt or not a torch file "
+            f"({error.__class__.__name__}: {str(error).splitlines()[0][:200]})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        hint = " (that is a classification checkpoint: pass it to train.py --backbone-checkpoint)" if found else ""
+        raise SystemExit(f"{path} is not a detection checkpoint (format {found!r}, expected {FORMAT!r}){hint}")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise SystemExit(f"detection checkpoint {path} lacks {', '.join(missing)}")
+    return state
+
+
+def detector_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, DetectionRecipe]:
+    """Rebuild the detector and load its weights strictly."""
+    recipe = DetectionRecipe.from_dict(state["recipe"])
+    net = fresh_backbone(state["arch"], state["model_options"], recipe)
+    model = build_detector(recipe, len(state["category_ids"]) + 1, net, state["image_mean"], state["image_std"])
+    model.load_state_dict(state["model"], strict=True)
+    return model, recipe
+
+
+def channel_stats(value: torch.Tensor) -> list[float]:
+    """Reduce a preprocess mean/std ([3], [3,1,1] or a per-pixel [3,H,W]) to one value per channel."""
+    value = torch.as_tensor(value, dtype=torch.float32)
+    return [float(v) for v in value.reshape(3, -1).mean(dim=1)]
+
+
+def load_backbone(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """The classification network of a training/ checkpoint plus what the detector keeps about it."""
+    state = load_checkpoint(path)
+    net = model_from_checkpoint(state)
+    info = {
+        "arch": state["model_name"],
+        "model_options": dict(state["model_options"]),
+        "image_mean": channel_stats(state["preprocess"]["mean"]),
+        "image_std": channel_stats(state["preprocess"]["std"]),
+        "backbone": str(path),
+    }
+    return net, info
