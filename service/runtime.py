@@ -95,6 +95,8 @@ class OnnxClassifier:
         threads = int(os.environ.get("RESNET_LAB_ORT_THREADS", "0"))  # 0: ORT picks (one per core)
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: the decode threads need those cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), options, providers=providers or choose_providers())
         props = session.get_modelmeta().custom_metadata_map
         missing = [key for key in ("labels", "resize_size", "crop_size") if key not in props]
