@@ -112,10 +112,15 @@ def eval_transform(resize_size: int = RESIZE_SIZE, crop_size: int = CROP_SIZE, t
             [
                 v2.Resize(resize_size, antialias=True),
                 v2.TenCrop(crop_size),
-                v2.Lambda(lambda crops: torch.stack([v2.functional.pil_to_tensor(crop) for crop in crops])),
+                stack_crops,
             ]
         )
     return v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size), v2.PILToTensor()])
+
+
+def stack_crops(crops: tuple[Image.Image, ...]) -> torch.Tensor:
+    """Ten PIL crops -> uint8 ``[10, 3, H, W]``."""
+    return torch.stack([v2.functional.pil_to_tensor(crop) for crop in crops])
 
 
 def pca_lighting(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

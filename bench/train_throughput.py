@@ -1,0 +1,224 @@
+"""Training images/s: our training step vs a plain loop written the common way, same model, same run.
+
+Ours: CIFAR batches built as tensor ops on the device (training.cifar10), channels_last, bf16 autocast on
+CUDA, opt-in torch.compile; ImageNet-style uint8 loader + on-device lighting and normalisation.
+Baseline: torchvision transforms on PIL images in a DataLoader (2 workers), NCHW fp32, no compile.
+Both run with ``torch.set_flush_denormal(True)`` on CPU so the comparison isolates the pipeline and layout.
+
+    python bench/train_throughput.py                # cifar_resnet20, cifar_resnet56, resnet50 (224x224)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models import create_model  # noqa: E402
+from training import cifar10, imagenet  # noqa: E402
+from training.engine import train_step  # noqa: E402
+
+CIFAR_MEAN, CIFAR_STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
+
+
+class ArrayImages(Dataset):
+    """In-memory HWC uint8 images served as PIL, the way torchvision's CIFAR10 does."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def cycle(make_iterator: Callable[[int], Iterator]) -> Iterator:
+    """Endless batches, epoch after epoch."""
+    epoch = 0
+    while True:
+        yield from make_iterator(epoch)
+        epoch += 1
+
+
+def time_steps(step: Callable[[], int], warmup: int, steps: int) -> list[float]:
+    """Images/s of each timed step (data waiting included)."""
+    for _ in range(warmup):
+        step()
+    rates = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        count = step()
+        rates.append(count / (time.perf_counter() - started))
+    return rates
+
+
+def baseline_step(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> Callable[[], int]:
+    """The common loop: NCHW fp32, no autocast, no compile."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    batches = cycle(lambda epoch: iter(loader))
+
+    def step() -> int:
+        images, labels = next(batches)
+        images, labels = images.to(device), labels.to(device)
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return labels.shape[0]
+
+    return step
+
+
+def ours_step(model: torch.nn.Module, batches: Iterator, device: torch.device, compile_model: bool) -> Callable:
+    """Our training step: channels_last, bf16 autocast on CUDA, optional torch.compile."""
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    runnable = torch.compile(model) if compile_model else model
+
+    def step() -> int:
+        images, labels = next(batches)
+        train_step(runnable, images, labels, optimizer, amp=device.type == "cuda")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return labels.shape[0]
+
+    return step
+
+
+def cifar_pipelines(batch: int, device: torch.device, count: int, workers: int) -> tuple[DataLoader, Iterator]:
+    """Baseline loader and our batches over the same synthetic 32x32 images."""
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+    labels = generator.integers(0, 10, count)
+    transform = T.Compose(
+        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
+    )
+    loader = DataLoader(ArrayImages(images, labels, transform), batch_size=batch, shuffle=True, num_workers=workers)
+    split = cifar10.CifarSplit(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels))
+    split = split.to(device)
+    ours = cifar10.CifarTrainBatches(split, cifar10.mean_image(split), batch, seed=0, channels_last=True)
+    return loader, cycle(ours.epoch)
+
+
+def imagenet_pipelines(batch: int, device: torch.device, folder: Path, workers: int) -> tuple[DataLoader, Iterator]:
+    """Baseline loader and our loader over the same synthetic JPEG class folders."""
+    generator = np.random.default_rng(0)
+    wnids = imagenet.imagenet_classes()[0][:4]
+    for index in range(batch * 4):
+        class_dir = folder / "train" / wnids[index % 4]
+        class_dir.mkdir(parents=True, exist_ok=True)
+        pixels = generator.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(class_dir / f"{index}.JPEG", quality=90)
+    transform = T.Compose(
+        [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(imagenet.MEAN, imagenet.STD)]
+    )
+    from torchvision.datasets import ImageFolder
+
+    loader = DataLoader(ImageFolder(folder / "train", transform), batch_size=batch, shuffle=True, num_workers=workers)
+    train_set = imagenet.ImageNetFolder(folder / "train", transform=imagenet.train_transform())
+    pin = device.type == "cuda"
+    ours_loader = DataLoader(train_set, batch_size=batch, shuffle=True, num_workers=workers, pin_memory=pin)
+    mean = torch.tensor(imagenet.MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(imagenet.STD, device=device).view(1, 3, 1, 1)
+
+    def epoch(_: int) -> Iterator:
+        for images, labels in ours_loader:
+            images = images.to(device, non_blocking=True).float().mul_(1 / 255)
+            images = imagenet.pca_lighting(images).sub_(mean).div_(std)
+            yield images.contiguous(memory_format=torch.channels_last), labels.to(device, non_blocking=True)
+
+    return loader, cycle(epoch)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the comparison and print the table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["cifar_resnet20", "cifar_resnet56", "resnet50"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cifar-batch", type=int, default=128)
+    parser.add_argument("--imagenet-batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per CIFAR model (ImageNet: a quarter)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="loader workers (baseline and our ImageNet loader)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model (opt-in in training too)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+    rows = []
+    with tempfile.TemporaryDirectory() as temp:
+        for name in args.models:
+            cifar = name.startswith("cifar_")
+            batch = args.cifar_batch if cifar else args.imagenet_batch
+            steps = args.steps if cifar else max(3, args.steps // 4)
+            warmup = args.warmup if cifar else 1
+            if cifar:
+                loader, ours_batches = cifar_pipelines(batch, device, batch * (steps + warmup + 2), args.workers)
+            else:
+                loader, ours_batches = imagenet_pipelines(batch, device, Path(temp) / name, args.workers)
+            torch.manual_seed(0)
+            base = time_steps(baseline_step(create_model(name).to(device), loader, device), warmup, steps)
+            torch.manual_seed(0)
+            ours = time_steps(
+                ours_step(create_model(name).to(device), ours_batches, device, args.compile), warmup, steps
+            )
+            size = 32 if cifar else 224
+            fixed = (
+                torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last),
+                torch.randint(0, 10, (batch,), device=device),
+            )
+            torch.manual_seed(0)
+            step_only = time_steps(
+                ours_step(create_model(name).to(device), itertools.repeat(fixed), device, args.compile), warmup, steps
+            )
+            row = {
+                "model": name,
+                "input": "32x32" if cifar else "224x224 (synthetic JPEG)",
+                "batch": batch,
+                "baseline": statistics.median(base),
+                "ours": statistics.median(ours),
+                "step_only": statistics.median(step_only),
+            }
+            row["ratio"] = row["ours"] / row["baseline"]
+            rows.append(row)
+            print(f"{name}: baseline {row['baseline']:.0f} img/s, ours {row['ours']:.0f} img/s", flush=True)
+    print()
+    print("command: python bench/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, compile={args.compile}")
+    print(
+        "| model | input | batch | baseline img/s (PIL DataLoader, NCHW fp32) | ours img/s | ours / baseline "
+        "| ours, step only (batch already on device) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(
+            f"| {row['model']} | {row['input']} | {row['batch']} | {row['baseline']:.0f} | {row['ours']:.0f} | "
+            f"{row['ratio']:.2f}x | {row['step_only']:.0f} |"
+        )
+    print("(median over timed steps; each step includes waiting for its batch)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
