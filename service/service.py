@@ -84,7 +84,8 @@ class ResNetClassifier:
         self._decode_limiter: anyio.CapacityLimiter | None = None
         self._stats_lock = threading.Lock()
         self.batch_sizes: dict[int, int] = {}
-        self.started = time.time()
+        self.seconds = {"decode": 0.0, "infer_call": 0.0, "ort": 0.0}  # totals, for the means in /info
+        self.requests = 0
         logger.info(
             "resnet-lab serving %s from %s: %d labels, resize %d, crop %d, ONNX Runtime providers in use %s",
             self.model.model_name,
@@ -100,6 +101,8 @@ class ResNetClassifier:
         """What /info shows."""
         with self._stats_lock:
             sizes = dict(sorted(self.batch_sizes.items()))
+            seconds, requests = dict(self.seconds), self.requests
+        batches = sum(sizes.values())
         return {
             "model": self.model.model_name,
             "model_path": str(self.model.path),
@@ -115,6 +118,11 @@ class ResNetClassifier:
                 "images": sum(size * count for size, count in sizes.items()),
                 "max_size": max(sizes, default=0),
                 "sizes": {str(size): count for size, count in sizes.items()},
+            },
+            "mean_ms": {  # where a request's time goes: decode+resize, the batched call (queue + ORT), ORT per batch
+                "decode": round(1000 * seconds["decode"] / max(requests, 1), 2),
+                "infer_call": round(1000 * seconds["infer_call"] / max(requests, 1), 2),
+                "ort_per_batch": round(1000 * seconds["ort"] / max(batches, 1), 2),
             },
         }
 
@@ -132,11 +140,17 @@ class ResNetClassifier:
             return error(400, f"top_k must be between 1 and {num_labels}, got {top_k}")
         if self._decode_limiter is None:
             self._decode_limiter = anyio.CapacityLimiter(DECODE_THREADS)
+        started = time.perf_counter()
         try:
             pixels = await anyio.to_thread.run_sync(self._decode, image, limiter=self._decode_limiter)
         except ImageRejected as rejected:
             return error(rejected.status, str(rejected))
+        decoded = time.perf_counter()
         logits = await self._infer_one(pixels)
+        with self._stats_lock:
+            self.requests += 1
+            self.seconds["decode"] += decoded - started
+            self.seconds["infer_call"] += time.perf_counter() - decoded
         predictions = [
             {"index": index, "label": self.model.labels[index], "score": score}
             for index, score in softmax_top_k(logits, top_k)
@@ -170,8 +184,10 @@ class ResNetClassifier:
             valid.append(len(raw) == expected)
             if valid[-1]:
                 arrays.append(np.frombuffer(raw, dtype=np.uint8))
+        started = time.perf_counter()
         logits = self.model.logits(np.stack(arrays).reshape(-1, 3, crop, crop)) if arrays else np.empty((0, 0))
         with self._stats_lock:
+            self.seconds["ort"] += time.perf_counter() - started
             self.batch_sizes[len(arrays)] = self.batch_sizes.get(len(arrays), 0) + 1
         rows = iter(logits.astype(np.float32))
         return [base64.b64encode(next(rows).tobytes()).decode("ascii") if ok else "" for ok in valid]

@@ -1,0 +1,380 @@
+"""Load test: the BentoML service vs raw ONNX Runtime vs a naive PyTorch-eager HTTP handler, in one run.
+
+For each model (random init, exported to ONNX in a temp dir) a real `bentoml serve` and a naive starlette/uvicorn
+app (PIL + torchvision transforms + eager model per request, the handler a user writes first) are driven by
+asyncio/httpx clients at each concurrency, uploading real ImageNet photos. Raw ORT is the session alone on
+already-decoded uint8 batches (batch size = concurrency). Server memory (RSS of the process tree) is read after
+100 and after 2000 requests.
+
+    .venv/bin/python bench/serve_load.py                      # resnet50 + resnet18, concurrency 1 8 32
+    .venv/bin/python bench/serve_load.py --quick              # resnet18 only, fewer requests
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+BIN = Path(sys.executable).parent
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("RESNET_LAB_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def photos(count: int) -> list[bytes]:
+    """Real ImageNet JPEGs (bytes), the request bodies."""
+    files = sorted((data_dir() / "imagenet_samples").rglob("*.JPEG"))
+    if not files:
+        raise SystemExit(f"no ImageNet samples under {data_dir()}; set RESNET_LAB_DATA to the shared/data folder")
+    return [path.read_bytes() for path in files[:count]]
+
+
+def make_model(name: str, folder: Path) -> tuple[Path, Path]:
+    """Random-init checkpoint + its verified ONNX export (not registered in the model store)."""
+    import torch
+
+    from models import create_model
+    from training import export as exporter
+    from training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model(name)
+    state = {
+        "model_name": name,
+        "model_options": {"num_classes": 1000},
+        "model": model.state_dict(),
+        "labels": exporter.read_class_names(exporter.default_imagenet_classes()),
+        "preprocess": {
+            "mean": torch.tensor(exporter.IMAGENET_MEAN),
+            "std": torch.tensor(exporter.IMAGENET_STD),
+            "resize_size": 256,
+            "crop_size": 224,
+        },
+        "recipe": {"name": "bench, random init"},
+        "metrics": [],
+    }
+    checkpoint = save_checkpoint(state, folder / f"{name}.pt")
+    onnx_path = folder / f"{name}.onnx"
+    exporter.main(["--checkpoint", str(checkpoint), "--output", str(onnx_path), "--no-register"])
+    return checkpoint, onnx_path
+
+
+# --- raw ONNX Runtime ---------------------------------------------------------------------------------------------
+
+
+def raw_ort(onnx_path: Path, images: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
+    """The session alone on pre-decoded uint8 batches of size ``concurrency``: images/s and per-call latency."""
+    from service.imaging import preprocess
+    from service.runtime import OnnxClassifier
+
+    model = OnnxClassifier.load(onnx_path, providers=["CPUExecutionProvider"])
+    decoded = [preprocess(data, 256, 224, 50_000_000) for data in images]
+    batch = np.stack([decoded[i % len(decoded)] for i in range(concurrency)])
+    for _ in range(2):
+        model.logits(batch)
+    calls = max(3, requests // concurrency)
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(calls):
+        begin = time.perf_counter()
+        model.logits(batch)
+        latencies.append(time.perf_counter() - begin)
+    wall = time.perf_counter() - start
+    return {
+        "rps": calls * concurrency / wall,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+    }
+
+
+# --- servers ------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server subprocess (own session) with readiness wait, tree RSS and a clean stop."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path, ready_path: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [part.replace("{port}", str(self.port)) for part in command]
+        with open(log, "wb") as stream:
+            self.process = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env={**os.environ, **env},
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 180
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited ({self.process.returncode}); log: {log}\n{log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"server not ready after 180 s; log: {log}")
+            time.sleep(0.3)
+
+    def rss_mb(self) -> float:
+        root = psutil.Process(self.process.pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def start_service(onnx_path: Path, work: Path) -> Server:
+    env = {"RESNET_LAB_MODEL": str(onnx_path), "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    return Server(command, env, work / f"service-{onnx_path.stem}.log", "/readyz")
+
+
+def start_naive(checkpoint: Path, work: Path) -> Server:
+    command = [sys.executable, __file__, "--naive-server", str(checkpoint), "--port", "{port}"]
+    return Server(command, {}, work / f"naive-{checkpoint.stem}.log", "/healthz")
+
+
+def naive_app(checkpoint: Path):
+    """What a user writes first: one sync endpoint doing PIL + torchvision + eager model per request."""
+    import torch
+    from PIL import Image
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from torchvision.transforms import v2
+
+    from training.checkpoint import classifier_from_checkpoint, load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    model = classifier_from_checkpoint(state).eval()
+    labels = state["labels"]
+    transform = v2.Compose([v2.Resize(256), v2.CenterCrop(224), v2.PILToTensor()])
+
+    async def classify(request):
+        form = await request.form()
+        data = await form["image"].read()
+
+        def run():
+            image = Image.open(__import__("io").BytesIO(data)).convert("RGB")
+            with torch.no_grad():
+                probabilities = torch.softmax(model(transform(image).unsqueeze(0)), dim=1)[0]
+            scores, indices = probabilities.topk(5)
+            return [
+                {"index": int(i), "label": labels[i], "score": float(s)} for s, i in zip(scores, indices, strict=True)
+            ]
+
+        from starlette.concurrency import run_in_threadpool
+
+        return JSONResponse({"predictions": await run_in_threadpool(run)})
+
+    async def healthz(_):
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route("/classify", classify, methods=["POST"]), Route("/healthz", healthz)])
+
+
+# --- load generator -----------------------------------------------------------------------------------------------
+
+
+async def drive(url: str, images: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
+    """``requests`` POST /classify uploads with ``concurrency`` in flight; req/s, p50, p99, errors."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(requests))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            for index in counter:
+                body = images[index % len(images)]
+                begin = time.perf_counter()
+                response = await client.post("/classify", files={"image": ("photo.jpg", body, "image/jpeg")})
+                latencies.append(time.perf_counter() - begin)
+                errors += response.status_code != 200
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {
+        "rps": requests / wall,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+        "errors": errors,
+    }
+
+
+def load(url: str, images: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
+    return asyncio.run(drive(url, images, concurrency, requests))
+
+
+# --- main ---------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the comparison and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet50", "resnet18"])
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=96, help="requests per (system, concurrency) cell")
+    parser.add_argument("--memory-model", default="resnet18", help="model for the 100 vs 2000 requests RSS check")
+    parser.add_argument("--memory-requests", type=int, nargs=2, default=[100, 2000])
+    parser.add_argument("--quick", action="store_true", help="resnet18 only, 48 requests, memory 100 vs 600")
+    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "bench_serve"), help="CSV + PNG folder")
+    parser.add_argument("--naive-server", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.naive_server:  # internal: run the naive baseline server
+        import uvicorn
+
+        uvicorn.run(naive_app(Path(args.naive_server)), host="127.0.0.1", port=args.port, log_level="warning")
+        return []
+    if args.quick:
+        args.models, args.requests, args.memory_requests = ["resnet18"], 48, [100, 600]
+
+    command = "python bench/serve_load.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    images = photos(64)
+    rows: list[dict] = []
+    memory: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        work = Path(tmp)
+        exported = {}
+        for name in dict.fromkeys([*args.models, args.memory_model]):
+            print(f"exporting random-init {name} ...", flush=True)
+            exported[name] = make_model(name, work)
+        for name in args.models:
+            checkpoint, onnx_path = exported[name]
+            for c in args.concurrency:
+                rows.append(
+                    {
+                        "model": name,
+                        "system": "raw ORT",
+                        "concurrency": c,
+                        **raw_ort(onnx_path, images, c, args.requests),
+                    }
+                )
+                print(rows[-1], flush=True)
+            for system, starter, source in (("service", start_service, onnx_path), ("naive", start_naive, checkpoint)):
+                server = starter(source, work)
+                try:
+                    load(server.url, images, 4, 24)  # warm-up (BentoML's batching optimiser trains here too)
+                    for c in args.concurrency:
+                        rows.append(
+                            {
+                                "model": name,
+                                "system": system,
+                                "concurrency": c,
+                                **load(server.url, images, c, max(args.requests, 2 * c)),
+                            }
+                        )
+                        print(rows[-1], flush=True)
+                finally:
+                    server.stop()
+        first, second = args.memory_requests
+        server = start_service(exported[args.memory_model][1], work)
+        try:
+            load(server.url, images, 8, first)
+            memory[f"after {first}"] = server.rss_mb()
+            load(server.url, images, 8, second - first)
+            memory[f"after {second}"] = server.rss_mb()
+        finally:
+            server.stop()
+
+    report(rows, memory, args, command)
+    return rows
+
+
+def report(rows: list[dict], memory: dict[str, float], args, command: str) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "serve_load.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(
+            stream, fieldnames=["model", "system", "concurrency", "rps", "p50_ms", "p99_ms", "errors"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    cell = {(r["model"], r["system"], r["concurrency"]): r for r in rows}
+    print(f"\n$ {command}")
+    print(f"CPU: {os.cpu_count()} cores; images: real ImageNet JPEGs; raw ORT = session on decoded batches of size c")
+    print(
+        "\n| model | c | service req/s | p50 ms | p99 ms | raw ORT img/s | p50 ms | naive req/s | p50 ms | p99 ms "
+        "| service/ORT | service/naive | p50 - ORT p50 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for model in args.models:
+        for c in args.concurrency:
+            s, o, n = cell[(model, "service", c)], cell[(model, "raw ORT", c)], cell[(model, "naive", c)]
+            print(
+                f"| {model} | {c} | {s['rps']:.1f} | {s['p50_ms']:.0f} | {s['p99_ms']:.0f} | {o['rps']:.1f} | "
+                f"{o['p50_ms']:.0f} | {n['rps']:.1f} | {n['p50_ms']:.0f} | {n['p99_ms']:.0f} | "
+                f"{s['rps'] / o['rps']:.2f}x | {s['rps'] / n['rps']:.2f}x | {s['p50_ms'] - o['p50_ms']:+.0f} |"
+            )
+    errors = sum(r.get("errors", 0) for r in rows)
+    print(f"\nnon-200 answers during the run: {errors}")
+    if memory:
+        (a, ra), (b, rb) = memory.items()
+        print(
+            f"service RSS ({args.memory_model}, process tree): {ra:.0f} MiB {a} requests, {rb:.0f} MiB {b} "
+            f"({100 * (rb - ra) / ra:+.1f}%)"
+        )
+    print("targets: c=32 service >= 0.85x raw ORT and >= 1.8x naive; c=1 p50 within 10 ms of raw ORT; RSS growth < 10%")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(1, len(args.models), figsize=(5 * len(args.models), 3.5), squeeze=False)
+        for axis, model in zip(axes[0], args.models, strict=True):
+            width = 0.27
+            for offset, system in enumerate(("service", "raw ORT", "naive")):
+                values = [cell[(model, system, c)]["rps"] for c in args.concurrency]
+                axis.bar(np.arange(len(values)) + (offset - 1) * width, values, width, label=system)
+            axis.set_xticks(range(len(args.concurrency)), [f"c={c}" for c in args.concurrency])
+            axis.set_title(model)
+            axis.set_ylabel("images / s")
+            axis.legend()
+        figure.tight_layout()
+        figure.savefig(out / "serve_load.png", dpi=120)
+        print(f"wrote {out / 'serve_load.csv'} and {out / 'serve_load.png'}")
+    except Exception as error:  # the table above is the result; the plot is a convenience
+        print(f"plot skipped: {error}")
+
+
+if __name__ == "__main__":
+    main()
