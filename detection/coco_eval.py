@@ -22,7 +22,7 @@ def load_ground_truth(ann_file: str | Path, backend: str = "pycocotools") -> Any
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chats about index creation
         try:
             return coco_class(str(ann_file))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, KeyError, TypeError) as error:
             raise SystemExit(f"annotation file {ann_file} is not valid COCO JSON: {error}") from None
 
 

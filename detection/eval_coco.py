@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     output_dir = Path(args.output_dir) if args.output_dir else None
     if args.results_json:
-        coco_gt = load_ground_truth(args.ann_file, args.backend)
         results, image_ids = read_results(args.results_json), None
+        coco_gt = load_ground_truth(args.ann_file, args.backend)
     else:
         results, image_ids, ann_file = detect(args)
         coco_gt = load_ground_truth(ann_file, args.backend)
