@@ -281,7 +281,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             checkpoint, onnx_path = exported[name]
             # Both servers up (idle between turns); each concurrency level measures raw ORT, service and naive
             # back to back, so load from other processes on this machine hits all three alike.
-            service, naive = start_service(onnx_path, work), start_naive(checkpoint, work)
+            service = start_service(onnx_path, work)
+            try:
+                naive = start_naive(checkpoint, work)
+            except BaseException:
+                service.stop()
+                raise
             try:
                 for server in (service, naive):
                     load(server.url, images, 4, 24)  # warm-up (BentoML's batching optimiser trains here too)
