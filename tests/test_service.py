@@ -118,6 +118,12 @@ def test_malformed_requests_are_json_4xx(imagenet_server: httpx.Client) -> None:
     for response in responses:
         assert 400 <= response.status_code < 500, response.text
         assert isinstance(response.json(), dict) and response.json()["error"]
+    # over the limit without a Content-Length (chunked upload): counted while streaming, refused with 413
+    chunks = (b"--x\r\nContent-Disposition: form-data; name=image; filename=a.jpg\r\n\r\n", *[b"\0" * 2**20] * 4)
+    streamed = imagenet_server.post(
+        "/classify", content=iter(chunks), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert streamed.status_code == 413 and "limit" in streamed.json()["error"]
     # the internal batched endpoint refuses garbage per item without failing the batch
     assert imagenet_server.post("/infer", json={"pixels": ["not base64!"]}).json() == [""]
     assert_ok(classify(imagenet_server, fx.encode(photo(2), "JPEG")))
@@ -240,3 +246,13 @@ def test_missing_model_is_a_clear_startup_error(tmp_path) -> None:
         [sys.executable, "-c", "import service.service"], cwd=fx.REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode != 0 and "nope.onnx: no such file" in result.stderr
+
+
+def test_model_store_tag_resolves_to_the_exported_file() -> None:
+    tag = fx.cifar_export()["bento_model"]
+    code = "from service.runtime import resolve_model; print(resolve_model())"
+    env = {**os.environ, "RESNET_LAB_MODEL": tag, "BENTOML_HOME": str(fx.BENTOML_HOME)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=fx.REPO_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    resolved = result.stdout.strip()
+    assert exporter.sha256_of(resolved) == exporter.sha256_of(fx.cifar_export()["output"])
