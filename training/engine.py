@@ -80,7 +80,7 @@ def train_epoch(
             break
         schedule.before_step(step, epoch)
         loss_sum, wrong = train_step(model, images, labels, optimizer, amp)
-        batch = torch.stack([loss_sum.double(), wrong.double(), torch.tensor(labels.shape[0], device=device).double()])
+        batch = torch.stack([loss_sum.double(), wrong.double(), labels.new_full((), labels.shape[0]).double()])
         window += batch
         if schedule.needs_batch_error:
             reduced = all_reduce_sum(batch.clone(), context)
