@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+
+from models import create_model
+from training.checkpoint import save_checkpoint
 
 # Sparse category ids on purpose: the detector must map them to labels 1..K and back.
 SHAPE_CATEGORIES = [
@@ -69,3 +73,27 @@ def make_shapes_split(root: Path, split: str, num_images: int, seed: int, size: 
     ann_file = root / "annotations" / f"instances_{split}.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": SHAPE_CATEGORIES}))
     return ann_file
+
+
+def write_classifier_checkpoint(path: Path, arch: str = "resnet18") -> dict:
+    """A classification checkpoint in the training/ contract (random weights, BN statistics made non-trivial)."""
+    torch.manual_seed(0)
+    net = create_model(arch)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    state = {
+        "model_name": arch,
+        "model_options": {"num_classes": 1000},
+        "model": net.state_dict(),
+        "labels": [f"class{i}" for i in range(1000)],
+        "preprocess": {
+            "mean": torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1),
+            "std": torch.tensor([0.2, 0.2, 0.2]).view(3, 1, 1),
+            "resize_size": 256,
+            "crop_size": 224,
+        },
+    }
+    save_checkpoint(state, path)
+    return state

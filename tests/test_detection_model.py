@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from detection_fixtures import write_classifier_checkpoint
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
@@ -17,31 +16,6 @@ from detection.data import CategoryMap, CocoDetectionDataset
 from detection.model import build_detector, fresh_backbone, prepare_backbone
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe
 from models import create_model
-from training.checkpoint import save_checkpoint
-
-
-def write_classifier_checkpoint(path: Path, arch: str = "resnet18") -> dict:
-    """A classification checkpoint in the training/ contract (random weights, BN statistics made non-trivial)."""
-    torch.manual_seed(0)
-    net = create_model(arch)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    state = {
-        "model_name": arch,
-        "model_options": {"num_classes": 1000},
-        "model": net.state_dict(),
-        "labels": [f"class{i}" for i in range(1000)],
-        "preprocess": {
-            "mean": torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1),
-            "std": torch.tensor([0.2, 0.2, 0.2]).view(3, 1, 1),
-            "resize_size": 256,
-            "crop_size": 224,
-        },
-    }
-    save_checkpoint(state, path)
-    return state
 
 
 def test_recipes_follow_the_paper():
