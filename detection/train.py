@@ -34,6 +34,7 @@ from detection.checkpoint import (  # noqa: E402
 )
 from detection.data import CocoDetectionDataset, collate, train_transforms  # noqa: E402
 from detection.model import build_detector, fresh_backbone, prepare_backbone  # noqa: E402
+from detection.plots import plot_losses  # noqa: E402
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe  # noqa: E402
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -78,6 +79,8 @@ def recipe_from_args(args: argparse.Namespace) -> DetectionRecipe:
         min_size_test=args.min_size[-1] if args.min_size else None,
         max_size=args.max_size,
     )
+    if args.max_iters and args.warmup_iters is None:  # short runs: keep the warm-up a quarter of the run at most
+        recipe = dataclasses.replace(recipe, warmup_iters=min(recipe.warmup_iters, max(1, args.max_iters // 4)))
     fields = {field.name: field for field in dataclasses.fields(DetectionRecipe)}
     for item in args.set:
         key, separator, text = item.partition("=")
@@ -187,6 +190,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     train_model = model
     if world_size > 1:
+        if recipe.norm == "batch" and device.type == "cuda":  # trainable BN: statistics over the whole batch
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None
         )
@@ -258,6 +263,8 @@ def main(argv: list[str] | None = None) -> Path:
     final = output_dir / CHECKPOINT_NAME
     if rank == 0:
         save_detection_checkpoint(state(iteration), final)
+        if log_path.is_file():
+            plot_losses(log_path, output_dir / "loss.png")
         print(f"saved {final}; evaluate with: python detection/eval_coco.py --checkpoint {final} --coco-root DIR")
     if world_size > 1:
         dist.barrier()

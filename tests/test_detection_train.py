@@ -48,6 +48,7 @@ def test_real_coco_training_loss_falls_resumes_and_val2017_evaluates(tmp_path, d
     history = losses(run)
     assert len(history) == 8
     assert sum(history[-3:]) / 3 < 0.8 * sum(history[:2]) / 2, history
+    assert (run / "loss.png").stat().st_size > 1000
 
     out = tmp_path / "eval"
     metrics = eval_coco.main(
