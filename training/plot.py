@@ -36,7 +36,15 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
         if epochs:
             steps = [row["step"] for row in epochs]
             error_key = "test_error" if "test_error" in epochs[0] else "val_error"
-            axis.plot(steps, [100 * row[error_key] for row in epochs], color=colour, linewidth=2.2, label=name)
+            axis.plot(
+                steps,
+                [100 * row[error_key] for row in epochs],
+                color=colour,
+                linewidth=2.2,
+                marker="o",
+                markersize=3,
+                label=name,
+            )
         drawn += 1
     axis.set_xlabel("iterations")
     axis.set_ylabel("error (%)")
