@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cifar-batch", type=int, default=128)
     parser.add_argument("--imagenet-batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per CIFAR model (ImageNet: a quarter)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per CIFAR model (ImageNet: a quarter)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="loader workers (baseline and our ImageNet loader)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model (opt-in in training too)")
