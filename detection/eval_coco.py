@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-size", type=int, default=None, help="test shorter side (default: recipe)")
     parser.add_argument("--max-size", type=int, default=None, help="test longest side cap (default: recipe)")
     parser.add_argument("--proposals", type=int, default=None, help="RPN proposals kept per image (default: recipe)")
+    parser.add_argument("--score-threshold", type=float, default=0.05, help="drop detections scoring less")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--backend", default="pycocotools", choices=BACKENDS, help="COCOeval implementation")
@@ -86,6 +87,7 @@ def detect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[int], P
     model, recipe = detector_from_checkpoint(state)
     if args.proposals:
         model.rpn._post_nms_top_n["testing"] = args.proposals
+    model.roi_heads.score_thresh = args.score_threshold
     set_test_size(model, args.min_size or recipe.min_size_test, args.max_size or recipe.max_size)
     device = torch.device(args.device)
     if device.type == "cpu":

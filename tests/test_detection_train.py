@@ -54,13 +54,21 @@ def test_real_coco_training_loss_falls_resumes_and_val2017_evaluates(tmp_path, d
     metrics = eval_coco.main(
         ["--checkpoint", str(run / "checkpoint.pt"), "--coco-root", str(coco), "--split", "val2017"]
         + ["--output-dir", str(out), "--min-size", "160", "--max-size", "256", "--proposals", "10", "--workers", "0"]
+        + ["--score-threshold", "0"]  # an 8-iteration model scores low: keep its detections so COCOeval has work
     )
     assert json.loads((out / "metrics.json").read_text()) == metrics
     detections = json.loads((out / "detections.json").read_text())
     val = json.loads((coco / "annotations" / "instances_val2017.json").read_text())
     assert {d["image_id"] for d in detections} <= {image["id"] for image in val["images"]}
     assert {d["category_id"] for d in detections} <= {category["id"] for category in val["categories"]}
-    assert all(0 <= value <= 1 or value == -1 for value in metrics.values())
+    assert len({d["image_id"] for d in detections}) >= 40  # detections on most of the 80 images
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(coco / "annotations" / "instances_val2017.json"))
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(str(out / "detections.json")), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert list(metrics.values()) == [float(value) for value in evaluator.stats]
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +85,11 @@ def test_small_c4_detector_learns_shapes_to_ap50_above_one_half(tmp_path, shapes
     torch.manual_seed(0)
     command = [
         sys.executable, "detection/train.py", "--coco-root", str(shapes_root), "--from-scratch",
-        "--arch", "cifar_resnet20", "--output-dir", str(run), "--max-iters", "150", "--batch-size", "4",
+        "--arch", "cifar_resnet20", "--output-dir", str(run), "--max-iters", "120", "--batch-size", "4",
         "--lr", "0.02", "--warmup-iters", "20", "--min-size", "64", "--max-size", "64", "--workers", "0",
         "--set", "norm=batch", "--set", "trainable_stages=4", "--set", "anchor_sizes=[16,24,32]",
         "--set", "rpn_pre_nms_top_n_train=1000", "--set", "rpn_post_nms_top_n_train=200",
-        "--set", "box_batch_size_per_image=32", "--set", "rpn_post_nms_top_n_test=50",
+        "--set", "box_batch_size_per_image=16", "--set", "rpn_post_nms_top_n_test=50",
     ]  # fmt: skip
     # as a script from the repo root, the way users run it
     subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
