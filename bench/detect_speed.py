@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--max-size", type=int, default=853)
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--devices", nargs="+", default=["cpu", "cuda"], help="devices to time (cuda is skipped where absent)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "ours R50-FPN (1000 proposals)": lambda: ours("coco_resnet50_fpn"),
         "torchvision fasterrcnn_resnet50_fpn": lambda: fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None),
     }
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = [torch.device(name) for name in args.devices if name != "cuda" or torch.cuda.is_available()]
     rows = []
     for device in devices:
         for name, factory in models.items():
