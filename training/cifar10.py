@@ -121,7 +121,7 @@ def split_train_val(
 
 def mean_image(split: CifarSplit) -> torch.Tensor:
     """The per-pixel mean of the training images in [0, 1], ``[3, 32, 32]`` float32 (paper Sec. 4.2)."""
-    total = torch.zeros(3, 32, 32, dtype=torch.float64)
+    total = torch.zeros(3, 32, 32, dtype=torch.float64, device=split.images.device)
     for start in range(0, len(split), 10_000):
         total += split.images[start : start + 10_000].to(torch.float64).sum(0)
     return (total / (255.0 * len(split))).float()

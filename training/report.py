@@ -26,10 +26,12 @@ NOT_MADE = "not made"
 Records = dict[str, tuple[Path, dict[str, Any]]]
 
 
-def _by_recipe(records: Records) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """The record of each recipe with the most training steps (the most complete run)."""
+def _by_recipe(records: Records, group: str | None = None) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """The record of each recipe with the most training steps (the most complete run), optionally of one group."""
     chosen: dict[str, tuple[Path, dict[str, Any]]] = {}
     for path, record in records.values():
+        if group is not None and record.get("group", "") != group:
+            continue
         name = record.get("recipe")
         if name and (name not in chosen or record.get("steps", 0) > chosen[name][1].get("steps", 0)):
             chosen[name] = (path, record)
@@ -129,11 +131,28 @@ def degradation_section(by_recipe: dict[str, tuple[Path, dict[str, Any]]], figur
         lines.append("")
         for _, record in present:
             lines.append(
-                f"- {record['recipe']}: test error {100 * record['final']['test_error']:.2f}%, {_schedule(record)}, "
+                f"- {record['recipe']}: training error {100 * record['final']['train_error']:.2f}%, "
+                f"test error {100 * record['final']['test_error']:.2f}%, {_schedule(record)}, "
                 f"{_minutes(record['wall_time_s'])}: `{record['command']}`"
             )
         lines.append("")
+    lines += _degradation_verdict(by_recipe)
     return lines
+
+
+def _degradation_verdict(by_recipe: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
+    """One sentence per family saying, from the final training errors, whether depth helped or hurt."""
+    lines = []
+    for family, (shallow, deep) in DEGRADATION.items():
+        if shallow in by_recipe and deep in by_recipe:
+            shallow_error = 100 * by_recipe[shallow][1]["final"]["train_error"]
+            deep_error = 100 * by_recipe[deep][1]["final"]["train_error"]
+            verb = "higher" if deep_error > shallow_error else "lower"
+            lines.append(
+                f"- {family}: the 56-layer net ends with {verb} training error than the 20-layer one "
+                f"({deep_error:.2f}% vs {shallow_error:.2f}%)."
+            )
+    return [*lines, ""] if lines else []
 
 
 def imagenet_section(by_recipe: dict[str, tuple[Path, dict[str, Any]]]) -> list[str]:
@@ -186,7 +205,9 @@ def detection_section(runs_dir: Path) -> list[str]:
 
 def write_report(out: Path, runs_dir: Path) -> Path:
     """Render the report (and its PNG figures beside it)."""
-    by_recipe = _by_recipe(read_records(runs_dir)) if runs_dir.is_dir() else {}
+    records = read_records(runs_dir) if runs_dir.is_dir() else {}
+    by_recipe = _by_recipe(records)
+    degradation_runs = _by_recipe(records, group="degradation") or by_recipe  # one schedule for all four curves
     figures = out.parent / "figures"
     lines = [
         "# Reproduction report: paper vs ours",
@@ -197,7 +218,7 @@ def write_report(out: Path, runs_dir: Path) -> Path:
         "",
         *table1_section(),
         *table6_section(by_recipe),
-        *degradation_section(by_recipe, figures, out),
+        *degradation_section(degradation_runs, figures, out),
         *imagenet_section(by_recipe),
         *detection_section(runs_dir),
     ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import runlog
 from .checkpoint import load_checkpoint
+from .recipes import get_recipe
 
 RECORD_FILE = "run.json"
 
@@ -39,13 +40,30 @@ def describe_hardware() -> str:
     return f"{os.cpu_count()}-core CPU ({model}), no GPU"
 
 
-def record_run(run_dir: Path, dest: Path, command: str, hardware: str | None = None, note: str = "") -> dict[str, Any]:
-    """Copy a finished (or stopped) run's logs into ``dest`` and write its ``run.json``."""
+def record_run(
+    run_dir: Path,
+    dest: Path,
+    command: str,
+    hardware: str | None = None,
+    note: str = "",
+    group: str = "",
+    recipe_name: str | None = None,
+) -> dict[str, Any]:
+    """Copy a finished (or stopped) run's logs into ``dest`` and write its ``run.json``.
+
+    The recipe comes from the run's ``checkpoints/last.pt``; where only the logs were kept, from ``recipe_name``.
+    """
     metrics = runlog.read_rows(run_dir / runlog.METRICS_FILE)
     if not metrics:
         raise SystemExit(f"{run_dir} has no {runlog.METRICS_FILE}: nothing to record")
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    recipe, run = state["recipe"], state.get("run", {})
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        recipe, run = state["recipe"], state.get("run", {})
+    elif recipe_name:
+        recipe, run = get_recipe(recipe_name).to_dict(), {}
+    else:
+        raise SystemExit(f"{checkpoint} not found: pass --recipe NAME to record a run from its logs alone")
     last = metrics[-1]
     record = {
         "recipe": recipe["name"],
@@ -61,6 +79,7 @@ def record_run(run_dir: Path, dest: Path, command: str, hardware: str | None = N
         "final": {key: value for key, value in last.items() if key.endswith("error")},
         "best_test_error": min(row["test_error"] for row in metrics if "test_error" in row),
         "note": note,
+        "group": group,
     }
     dest.mkdir(parents=True, exist_ok=True)
     for name in (runlog.METRICS_FILE, runlog.TRAIN_LOG_FILE):
@@ -91,9 +110,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--command", required=True, help="the exact command that made the run")
     parser.add_argument("--hardware", help="override the detected hardware description")
     parser.add_argument("--note", default="", help="anything a reader must know (shortened schedule, subset...)")
+    parser.add_argument("--group", default="", help="experiment the run belongs to, e.g. degradation")
+    parser.add_argument("--recipe", help="the run's recipe, needed only when its checkpoint was not kept")
     args = parser.parse_args(argv)
     dest = args.runs_dir / (args.name or args.run_dir.name)
-    record = record_run(args.run_dir, dest, args.command, args.hardware, args.note)
+    record = record_run(args.run_dir, dest, args.command, args.hardware, args.note, args.group, args.recipe)
     print(f"recorded {dest}: {record['recipe']}, {record['epochs_done']} epochs, final {record['final']}")
     return record
 
