@@ -1,0 +1,76 @@
+"""The embedded default model: shipped complete, served by default, and as accurate over HTTP as offline."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from PIL import Image
+from service_fixtures import REPO_ROOT, bentoml_server, data_dir
+
+DEFAULT_DIR = REPO_ROOT / "service" / "default_model"
+PER_CLASS = 20  # 200 real test images, 20 of each class
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _cifar_test_images(labels: list[str]) -> list[tuple[bytes, int]]:
+    """(JPEG bytes, class index) for the first ``PER_CLASS`` real test images of each class."""
+    archive = data_dir() / "cifar10" / "cifar-10-jpeg.tar.gz"
+    if not archive.is_file():
+        pytest.fail(f"{archive} not found; set RESNET_LAB_DATA to the shared/data folder")
+    found: list[tuple[bytes, int]] = []
+    taken = dict.fromkeys(labels, 0)
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if member.isfile() and "test" in parts and parts[-2] in taken and taken[parts[-2]] < PER_CLASS:
+                taken[parts[-2]] += 1
+                found.append((tar.extractfile(member).read(), labels.index(parts[-2])))
+    assert len(found) == PER_CLASS * len(labels)
+    return found
+
+
+def test_default_model_ships_complete_and_meets_its_card() -> None:
+    for name in ("model.onnx", "labels.txt", "metrics.jsonl", "curve.png", "MODEL_CARD.md"):
+        assert (DEFAULT_DIR / name).is_file(), f"service/default_model/{name} is missing"
+    assert (DEFAULT_DIR / "model.onnx").stat().st_size < 5_000_000
+    metadata = _metadata(DEFAULT_DIR / "model.onnx")
+    labels = json.loads(metadata["labels"])
+    assert labels == (DEFAULT_DIR / "labels.txt").read_text().split()
+    rows = [json.loads(line) for line in (DEFAULT_DIR / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads(metadata["metrics"])[-1]["test_error"] == pytest.approx(rows[-1]["test_error"])
+    card = (DEFAULT_DIR / "MODEL_CARD.md").read_text()
+    assert f"{100 * rows[-1]['test_error']:.2f}%" in card and "JPEG-decoded" in card
+
+
+def test_http_accuracy_on_200_real_images_equals_offline_evaluation() -> None:
+    model_path = DEFAULT_DIR / "model.onnx"
+    labels = json.loads(_metadata(model_path)["labels"])
+    images = _cifar_test_images(labels)
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    batch = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1) for data, _ in images])
+    offline = session.run(["logits"], {"images": batch})[0].argmax(1)
+
+    with bentoml_server("") as client:  # RESNET_LAB_MODEL empty: the embedded default model
+        assert Path(client.get("/info").json()["model_path"]).resolve() == model_path.resolve()
+        served = []
+        for data, _ in images:
+            response = client.post("/classify", files={"image": ("x.jpg", data, "image/jpeg")}, data={"top_k": "1"})
+            assert response.status_code == 200, response.text
+            served.append(response.json()["predictions"][0]["index"])
+    truth = np.array([label for _, label in images])
+    http_accuracy, offline_accuracy = float((np.array(served) == truth).mean()), float((offline == truth).mean())
+    assert served == offline.tolist()
+    assert http_accuracy == offline_accuracy
+    expected = 1 - json.loads(_metadata(model_path)["metrics"])[-1]["test_error"]
+    assert abs(http_accuracy - expected) < 0.08  # 200 images: well inside sampling noise of the full-test figure
