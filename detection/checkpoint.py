@@ -17,7 +17,7 @@ from torch import nn
 
 from detection.model import build_detector, fresh_backbone
 from detection.recipes import DetectionRecipe
-from training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint, model_from_checkpoint, read_torch_state, save_checkpoint
 
 FORMAT = "resnet-lab-detection/1"
 REQUIRED_KEYS = ("recipe", "arch", "model_options", "model", "category_ids", "image_mean", "image_std")
@@ -30,16 +30,9 @@ def save_detection_checkpoint(state: dict[str, Any], path: str | os.PathLike) ->
 
 def load_detection_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with weights_only=True; missing, truncated or foreign files exit with a readable message."""
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"detection checkpoint not found: {path} (train one with `python detection/train.py ...`)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or non-torch files
-        raise SystemExit(
-            f"cannot read detection checkpoint {path}: truncated, corrupt or not a torch file "
-            f"({error.__class__.__name__}: {str(error).splitlines()[0][:200]})"
-        ) from None
+    state = read_torch_state(
+        path, "detection checkpoint", "train one with `python detection/train.py ...`", map_location
+    )
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         hint = " (that is a classification checkpoint: pass it to train.py --backbone-checkpoint)" if found else ""

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from torch import nn
 
 from models import create_model, model_info
 from models.preprocess import NormalizedClassifier
-from training.checkpoint import classifier_from_checkpoint, load_checkpoint
+from training.checkpoint import atomic_write, classifier_from_checkpoint, load_checkpoint, read_torch_state
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OPSET = 18
@@ -139,10 +138,7 @@ def spec_from_torchvision(path: str | os.PathLike, arch: str, classes_file: str 
         raise SystemExit(str(error)) from None
     if info.family != "imagenet":
         raise SystemExit(f"--torchvision-state-dict needs an ImageNet architecture, not {arch}")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise SystemExit(f"cannot read {path} as a torch state dict ({error.__class__.__name__}: {error})") from None
+    state_dict = read_torch_state(path, "state dict", "pass torchvision's ImageNet weights file (.pth)")
     if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
         state_dict = state_dict["state_dict"]
     model = create_model(arch, stride_in_1x1=False)
@@ -326,22 +322,6 @@ def verify(model_bytes: bytes, classifier: nn.Module, batch: torch.Tensor) -> di
     return report
 
 
-def write_atomically(data: bytes, path: Path) -> Path:
-    """Write ``data`` via a temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def register_bento_model(onnx_path: Path, spec: ExportSpec, name: str = BENTO_MODEL_NAME) -> str:
     """Copy the ONNX file into the BentoML model store; returns the tag (``name:version``)."""
     import bentoml
@@ -373,7 +353,7 @@ def export(
     model_bytes = with_metadata(export_onnx_bytes(spec.classifier, spec.crop_size), spec)
     images = verification_images(spec, verify_dir, verify_count)
     check = verify(model_bytes, spec.classifier, image_batch(images, spec.resize_size, spec.crop_size))
-    write_atomically(model_bytes, output)
+    atomic_write(output, lambda stream: stream.write(model_bytes))
     report: dict[str, Any] = {"output": str(output), "bytes": len(model_bytes), "verify": check}
     if register:
         report["bento_model"] = register_bento_model(output, spec, bento_name)
