@@ -14,7 +14,7 @@ PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || tru
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "resnet-lab needs Python 3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]' 2>&1 | $(PIP_QUIET)
+	$(BIN)/pip install -q -e '.[dev,detection-fast]' 2>&1 | $(PIP_QUIET)
 	$(BIN)/python -c 'import torch, torchvision, onnxruntime, bentoml'
 	touch $@
 
