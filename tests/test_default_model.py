@@ -54,7 +54,8 @@ def test_default_model_ships_complete_and_meets_its_card() -> None:
 
 def test_http_accuracy_on_200_real_images_equals_offline_evaluation() -> None:
     model_path = DEFAULT_DIR / "model.onnx"
-    labels = json.loads(_metadata(model_path)["labels"])
+    metadata = _metadata(model_path)
+    labels = json.loads(metadata["labels"])
     images = _cifar_test_images(labels)
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
@@ -72,5 +73,5 @@ def test_http_accuracy_on_200_real_images_equals_offline_evaluation() -> None:
     http_accuracy, offline_accuracy = float((np.array(served) == truth).mean()), float((offline == truth).mean())
     assert served == offline.tolist()
     assert http_accuracy == offline_accuracy
-    expected = 1 - json.loads(_metadata(model_path)["metrics"])[-1]["test_error"]
+    expected = 1 - json.loads(metadata["metrics"])[-1]["test_error"]
     assert abs(http_accuracy - expected) < 0.08  # 200 images: well inside sampling noise of the full-test figure

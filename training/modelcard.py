@@ -14,24 +14,24 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from models import model_info
 from models.paper import TABLE6_ERROR
 
 from . import export, runlog
 from .checkpoint import load_checkpoint
+from .cifar10 import DATA_CAVEAT
 from .plot import plot_runs
 
-DATA_CAVEAT = (
-    "The CIFAR-10 used here is the complete real set (50,000 training and 10,000 test images, the official split), "
-    "but its pixels were JPEG-decoded (quality 75, 4:2:0 chroma) before we got them (`../shared/data/MANIFEST.md`); "
-    "they are not bit-identical to the official files, and a model trained on them is expected to score lower than "
-    "one trained on the official files. Images sent to the service should be treated the same way: small, "
-    "centred, single-object photos of the ten classes."
+SERVING_CAVEAT = (
+    "Images sent to the service should look like CIFAR-10: small, centred, single-object photos of the ten classes."
 )
 
 
 def _paper_error(model_name: str) -> str:
-    depth = int("".join(character for character in model_name if character.isdigit()) or 0)
-    return f"{TABLE6_ERROR[depth]:.2f}% for ResNet-{depth}" if depth in TABLE6_ERROR else "no CIFAR figure"
+    info = model_info(model_name)
+    if info.family == "cifar10" and info.residual and info.depth in TABLE6_ERROR:
+        return f"{TABLE6_ERROR[info.depth]:.2f}% for ResNet-{info.depth}"
+    return "no CIFAR ResNet figure"
 
 
 def model_card(state: dict[str, Any], metrics: list[dict[str, Any]], command: str, hardware: str, note: str) -> str:
@@ -60,7 +60,7 @@ def model_card(state: dict[str, Any], metrics: list[dict[str, Any]], command: st
         "",
         "## Data caveat",
         "",
-        DATA_CAVEAT,
+        f"{DATA_CAVEAT[0].upper()}{DATA_CAVEAT[1:]} {SERVING_CAVEAT}",
         "",
     ]
     if note:

@@ -14,6 +14,7 @@ from typing import Any
 from models.paper import TABLE1_GFLOPS, TABLE3_10CROP, TABLE6_ERROR, TABLE6_PARAMS_M, TABLE8_COCO
 from models.summary import summarize
 
+from .cifar10 import DATA_CAVEAT
 from .plot import plot_runs
 from .runrecord import read_records
 
@@ -105,8 +106,7 @@ def table6_section(by_recipe: dict[str, tuple[Path, dict[str, Any]]]) -> list[st
         lines += ["", "Commands of the runs we made:", "", *commands]
     lines += [
         "",
-        "Data caveat: our CIFAR-10 is the complete real set, but its pixels were JPEG-decoded (quality 75) before we",
-        "got them; expect about one point more error than on the official files.",
+        f"Data caveat: {DATA_CAVEAT}",
         "",
     ]
     return lines
