@@ -217,15 +217,32 @@ def test_concurrent_requests_are_batched(cifar_server: httpx.Client) -> None:
     assert all(response.status_code == 200 for response in responses)
     batches = cifar_server.get("/info").json()["batches"]
     assert batches["max_size"] > 1 and batches["images"] >= len(payloads)
-    # BentoML's own adaptive-batching histogram agrees: more images than ORT calls
+    # the batch-size histogram on /metrics agrees: more images than ORT calls
     metrics = cifar_server.get("/metrics").text
     total = count = 0.0
     for line in metrics.splitlines():
-        if line.startswith("bentoml_service_adaptive_batch_size_sum") and 'method_name="infer"' in line:
+        if line.startswith("resnet_lab_batch_size_sum") and 'endpoint="classify"' in line:
             total = float(line.rsplit(" ", 1)[1])
-        if line.startswith("bentoml_service_adaptive_batch_size_count") and 'method_name="infer"' in line:
+        if line.startswith("resnet_lab_batch_size_count") and 'endpoint="classify"' in line:
             count = float(line.rsplit(" ", 1)[1])
     assert count > 0 and total > count
+
+
+def test_overload_is_a_json_503_and_the_server_recovers() -> None:
+    # A 1 ms latency budget: BentoML's batching queue drops what it cannot answer in time; those requests get a
+    # JSON 503 (never a 500) and the server keeps answering.
+    payloads = [path.read_bytes() for path in fx.cifar_files(20)] * 2
+    with fx.bentoml_server(fx.cifar_export()["output"], RESNET_LAB_MAX_LATENCY_MS="1") as client:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            responses = list(pool.map(lambda data: classify(client, data), payloads))
+        statuses = {response.status_code for response in responses}
+        assert statuses == {200, 503}, statuses
+        for response in responses:
+            if response.status_code == 503:
+                assert "max_latency_ms" in response.json()["error"]
+        assert client.get("/readyz").status_code == 200
+        later = [classify(client, payloads[0]).status_code for _ in range(5)]
+        assert 200 in later, later
 
 
 def test_service_imports_no_torch() -> None:
