@@ -6,6 +6,7 @@ Baseline: torchvision transforms on PIL images in a DataLoader (2 workers), NCHW
 Both run with ``torch.set_flush_denormal(True)`` on CPU so the comparison isolates the pipeline and layout.
 
     python bench/train_throughput.py                # cifar_resnet20, cifar_resnet56, resnet50 (224x224)
+    python bench/train_throughput.py --compile      # also ours with torch.compile (a minute of compiling each)
 """
 
 from __future__ import annotations
@@ -66,6 +67,21 @@ def time_steps(step: Callable[[], int], warmup: int, steps: int) -> list[float]:
         started = time.perf_counter()
         count = step()
         rates.append(count / (time.perf_counter() - started))
+    return rates
+
+
+def interleaved(steppers: dict[str, Callable[[], int]], warmup: int, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Images/s per timed step of each system, in ``rounds`` alternating blocks of ``steps`` steps.
+
+    The first step of every block is not timed: it absorbs the switch (a baseline loader's workers refilling
+    their prefetch queue while the other system starts).
+    """
+    for step in steppers.values():
+        time_steps(step, warmup, 0)
+    rates: dict[str, list[float]] = {name: [] for name in steppers}
+    for _ in range(rounds):
+        for name, step in steppers.items():
+            rates[name] += time_steps(step, 1, steps)
     return rates
 
 
@@ -158,10 +174,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cifar-batch", type=int, default=128)
     parser.add_argument("--imagenet-batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per CIFAR model (ImageNet: a quarter)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per CIFAR model (ImageNet: a quarter)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per system (steps split over them)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="loader workers (baseline and our ImageNet loader)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our model (opt-in in training too)")
+    parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile (opt-in in training)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -171,52 +188,60 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for name in args.models:
             cifar = name.startswith("cifar_")
             batch = args.cifar_batch if cifar else args.imagenet_batch
-            steps = args.steps if cifar else max(3, args.steps // 4)
+            steps = args.steps if cifar else max(args.rounds, args.steps // 4)
             warmup = args.warmup if cifar else 1
             if cifar:
-                loader, ours_batches = cifar_pipelines(batch, device, batch * (steps + warmup + 2), args.workers)
+                loader, ours_batches = cifar_pipelines(batch, device, batch * 50, args.workers)
             else:
                 loader, ours_batches = imagenet_pipelines(batch, device, Path(temp) / name, args.workers)
-            torch.manual_seed(0)
-            base = time_steps(baseline_step(create_model(name).to(device), loader, device), warmup, steps)
-            torch.manual_seed(0)
-            ours = time_steps(
-                ours_step(create_model(name).to(device), ours_batches, device, args.compile), warmup, steps
-            )
             size = 32 if cifar else 224
             fixed = (
                 torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last),
                 torch.randint(0, 10, (batch,), device=device),
             )
+            steppers = {}
             torch.manual_seed(0)
-            step_only = time_steps(
-                ours_step(create_model(name).to(device), itertools.repeat(fixed), device, args.compile), warmup, steps
-            )
+            steppers["baseline"] = baseline_step(create_model(name).to(device), loader, device)
+            torch.manual_seed(0)
+            steppers["ours"] = ours_step(create_model(name).to(device), ours_batches, device, False)
+            if args.compile:
+                torch.manual_seed(0)
+                steppers["ours_compiled"] = ours_step(create_model(name).to(device), ours_batches, device, True)
+            torch.manual_seed(0)
+            steppers["step_only"] = ours_step(create_model(name).to(device), itertools.repeat(fixed), device, False)
+            rates = interleaved(steppers, warmup, max(1, steps // args.rounds), args.rounds)
+            base, ours, step_only = rates["baseline"], rates["ours"], rates["step_only"]
+            compiled = statistics.median(rates["ours_compiled"]) if args.compile else float("nan")
             row = {
                 "model": name,
                 "input": "32x32" if cifar else "224x224 (synthetic JPEG)",
                 "batch": batch,
                 "baseline": statistics.median(base),
                 "ours": statistics.median(ours),
+                "compiled": compiled,
                 "step_only": statistics.median(step_only),
             }
             row["ratio"] = row["ours"] / row["baseline"]
+            row["compiled_ratio"] = row["compiled"] / row["baseline"]
             rows.append(row)
             print(f"{name}: baseline {row['baseline']:.0f} img/s, ours {row['ours']:.0f} img/s", flush=True)
     print()
     print("command: python bench/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, compile={args.compile}")
+    print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
     print(
         "| model | input | batch | baseline img/s (PIL DataLoader, NCHW fp32) | ours img/s | ours / baseline "
-        "| ours, step only (batch already on device) |"
+        "| ours + --compile img/s | ours + --compile / baseline | ours, step only (batch already on device) |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(
             f"| {row['model']} | {row['input']} | {row['batch']} | {row['baseline']:.0f} | {row['ours']:.0f} | "
-            f"{row['ratio']:.2f}x | {row['step_only']:.0f} |"
+            f"{row['ratio']:.2f}x | {row['compiled']:.0f} | {row['compiled_ratio']:.2f}x | {row['step_only']:.0f} |"
         )
-    print("(median over timed steps; each step includes waiting for its batch)")
+    print(
+        f"(median over timed steps, the systems alternating in {args.rounds} blocks; each step includes waiting "
+        "for its batch; --compile columns are nan unless --compile is given)"
+    )
     return rows
 
 
