@@ -9,8 +9,10 @@ import pytest
 import torch
 from training_fixtures import cifar_dir  # noqa: F401  (session fixture)
 
+from models import create_model
 from training import cifar10, evaluate, plot, train
 from training.checkpoint import load_checkpoint
+from training.engine import GraphedTrainStep, train_step
 from training.recipes import RECIPES, get_recipe
 from training.schedule import PaperSchedule
 
@@ -116,6 +118,48 @@ def test_missing_or_wrong_data_exits_clearly_and_writes_nothing(tmp_path):
     with pytest.raises(SystemExit, match="cannot read CIFAR-10 file .*data_batch_1"):
         train.main([*args, "--data-dir", str(tmp_path / "broken")])
     assert not output.exists()
+
+
+def test_graphed_step_matches_the_plain_step_on_cpu():
+    # Without CUDA the graphed step runs its capture path's code eagerly: same weights, loss and errors as
+    # train_step over full batches, a smaller last batch and an lr change (which re-captures on a GPU).
+    torch.manual_seed(0)
+    images, labels = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
+    batches = [(images[:16], labels[:16]), (images[16:32], labels[16:32]), (images[32:], labels[32:])] * 2
+    models, results = [], []
+    for graphed in (False, True):
+        torch.manual_seed(1)
+        model = create_model("cifar_resnet20")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        step = GraphedTrainStep(model, optimizer, warmup_steps=1) if graphed else None
+        outputs = []
+        for index, (x, y) in enumerate(batches):
+            optimizer.param_groups[0]["lr"] = 0.1 if index < 4 else 0.01
+            loss, wrong = step(x, y) if step else train_step(model, x, y, optimizer)
+            outputs.append((loss.item(), wrong.item()))
+        models.append(model)
+        results.append(outputs)
+    assert results[0] == results[1]
+    for (name, plain), graphed in zip(models[0].state_dict().items(), models[1].state_dict().values(), strict=True):
+        assert torch.equal(plain, graphed), name
+
+
+def test_cuda_graph_option_needs_a_gpu(cifar_dir, tmp_path):  # noqa: F811
+    with pytest.raises(SystemExit, match="--cuda-graph needs one CUDA device"):
+        train.main(
+            [
+                "--recipe",
+                "cifar10_resnet20",
+                "--data-dir",
+                str(cifar_dir),
+                "--output-dir",
+                str(tmp_path / "run"),
+                "--device",
+                "cpu",
+                "--cuda-graph",
+                *TINY,
+            ]
+        )
 
 
 def test_resume_continues_exactly(cifar_dir, tmp_path):  # noqa: F811

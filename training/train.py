@@ -22,7 +22,7 @@ from models.preprocess import NormalizedClassifier
 from . import distributed, runlog
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TrainData, cifar10_data, imagenet_data
-from .engine import count_errors, train_epoch
+from .engine import GraphedTrainStep, count_errors, train_epoch
 from .recipes import LR_SCHEDULES, RECIPES, Recipe, get_recipe
 from .schedule import PaperSchedule
 
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--workers", type=int, default=8, help="ImageNet loader workers per process")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward/backward")
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="capture the whole training step as a CUDA graph and replay it (single GPU; small CIFAR nets are "
+        "bound by kernel launches)",
+    )
     parser.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -234,6 +240,11 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, 
         )
     if args.compile:
         train_model = torch.compile(train_model)
+    step_function = None
+    if args.cuda_graph:
+        if context.device.type != "cuda" or context.distributed or args.compile:
+            raise SystemExit("--cuda-graph needs one CUDA device, without torchrun and without --compile")
+        step_function = GraphedTrainStep(model, optimizer, amp=args.amp)
     evaluator = NormalizedClassifier(model, data.preprocess["mean"], data.preprocess["std"]).to(context.device)
     amp = args.amp and context.device.type == "cuda"
     if context.is_main:
@@ -263,6 +274,7 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, 
             amp=amp,
             log_every=args.log_every,
             on_log=lambda log_row: runlog.append_row(train_log, log_row),
+            step_function=step_function,
         )
         lr_used = schedule.lr
         step = result.step
