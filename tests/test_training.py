@@ -121,8 +121,8 @@ def test_missing_or_wrong_data_exits_clearly_and_writes_nothing(tmp_path):
 
 
 def test_graphed_step_matches_the_plain_step_on_cpu():
-    # Without CUDA the graphed step runs its capture path's code eagerly: same weights, loss and errors as
-    # train_step over full batches, a smaller last batch and an lr change (which re-captures on a GPU).
+    # Without CUDA the graphed step replays eagerly from its static buffers: same weights, loss and errors as
+    # train_step over full batches, smaller last batches (run outside the graph) and an lr change (a new capture).
     torch.manual_seed(0)
     images, labels = torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,))
     batches = [(images[:16], labels[:16]), (images[16:32], labels[16:32]), (images[32:], labels[32:])] * 2
@@ -139,6 +139,7 @@ def test_graphed_step_matches_the_plain_step_on_cpu():
             outputs.append((loss.item(), wrong.item()))
         models.append(model)
         results.append(outputs)
+    assert (step.captures, step.replays) == (2, 3)  # steps 2 and 5 capture; 2, 4, 5 replay; 1 warms up; 3, 6 eager
     assert results[0] == results[1]
     for (name, plain), graphed in zip(models[0].state_dict().items(), models[1].state_dict().values(), strict=True):
         assert torch.equal(plain, graphed), name

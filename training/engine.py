@@ -29,12 +29,16 @@ def train_step(
     labels: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     amp: bool = False,
+    graph_safe: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step; returns (summed loss, wrong predictions) as device tensors, without syncing."""
-    with autocast_for(images.device, amp):
+    """One SGD step; returns (summed loss, wrong predictions) as device tensors, without syncing.
+
+    ``graph_safe`` (for CUDA-graph capture): gradients are zeroed in place rather than freed, no autocast cache.
+    """
+    with autocast_for(images.device, amp, cache=not graph_safe):
         logits = model(images)
         loss = F.cross_entropy(logits, labels)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=not graph_safe)
     loss.backward()
     optimizer.step()
     wrong = (logits.detach().argmax(1) != labels).sum()
@@ -51,9 +55,9 @@ class GraphedTrainStep:
     Each batch is copied into static input buffers and the graph replays forward, backward and the SGD update.
     The lr is baked into the graph, so a change of lr triggers a new capture (three times in the paper's CIFAR
     schedule). The first ``warmup_steps`` steps run eagerly on a side stream (momentum buffers, cuDNN autotuning),
-    as do batches of another size (an epoch's last, partial one). Gradients are zeroed in place, never set to
-    ``None``, so eager and replayed steps share the same gradient tensors. Without CUDA it runs the same code
-    eagerly, which is what the CPU tests compare against ``train_step``.
+    as do batches of another size than the captured one (an epoch's last, partial batch). Gradients are zeroed in
+    place, never freed, so eager and replayed steps share the same gradient tensors. Without CUDA the "graph" is
+    the same step run eagerly on the static buffers, so the CPU tests exercise all of this but the capture.
     """
 
     def __init__(
@@ -71,14 +75,7 @@ class GraphedTrainStep:
         self.static: dict[str, torch.Tensor] = {}
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast_for(self.device, self.amp, cache=not self.capture):
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
-        self.optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        self.optimizer.step()
-        wrong = (logits.detach().argmax(1) != labels).sum()
-        return loss.detach() * labels.shape[0], wrong
+        return train_step(self.model, images, labels, self.optimizer, self.amp, graph_safe=True)
 
     def _eager(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.capture:
@@ -91,13 +88,23 @@ class GraphedTrainStep:
         return result
 
     def _capture(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Record the step on static copies of this batch; recording runs nothing, the replay does."""
         self.graph = None  # free the previous graph's memory pool first
         self.static = {"images": images.clone(), "labels": labels.clone()}
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # loader threads may touch CUDA
-            self.static["loss_sum"], self.static["wrong"] = self._step(self.static["images"], self.static["labels"])
-        self.graph, self.graph_lr = graph, self.lr
+        if self.capture:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # loader threads may touch CUDA
+                self.static["loss_sum"], self.static["wrong"] = self._step(self.static["images"], self.static["labels"])
+            self.graph = graph
+        self.graph_lr = self.lr
         self.captures += 1
+
+    def _replay(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.static["loss_sum"], self.static["wrong"] = self._step(self.static["images"], self.static["labels"])
+        self.replays += 1
 
     @property
     def lr(self) -> float:
@@ -107,17 +114,16 @@ class GraphedTrainStep:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; (summed loss, wrong predictions) as device tensors, valid until the next call."""
         self.steps += 1
-        if not self.capture or self.steps <= self.warmup_steps:
+        if self.steps <= self.warmup_steps:
             return self._eager(images, labels)
-        if self.graph is not None and self.graph_lr == self.lr and self.static["images"].shape == images.shape:
+        if self.static and self.static["images"].shape != images.shape:
+            return self._eager(images, labels)  # another batch size (an epoch's last, partial batch)
+        if not self.static or self.graph_lr != self.lr:
+            self._capture(images, labels)
+        else:
             self.static["images"].copy_(images)
             self.static["labels"].copy_(labels)
-        elif self.graph is None or self.graph_lr != self.lr:
-            self._capture(images, labels)  # records only: the replay below runs this step
-        else:
-            return self._eager(images, labels)  # another batch size (the last, partial batch)
-        self.graph.replay()
-        self.replays += 1
+        self._replay()
         return self.static["loss_sum"], self.static["wrong"]
 
 
