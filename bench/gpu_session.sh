@@ -6,8 +6,12 @@
 #      CIFAR ResNet-20, each beside the plain baseline loop;
 #   3. default-model candidates (issue 6), the paper's full recipe on real CIFAR-10, side by side until
 #      TRAIN_DEADLINE: each entry of CANDIDATES is "recipe[:extra options]", run with --cuda-graph.
-#      Checkpoints are atomic; RESUME=1 continues the runs found in $STAGE/runs (carry them back in).
-# Everything lands in $OUT: session.log (this output) and runs.tgz (metrics, logs, the candidates' last.pt).
+#      ResNet-56 and -110 (the paper's 6.97% and 6.43%) because ResNet-20 ended at 12.36% on this JPEG-decoded
+#      data, over the 10% bar; ResNet-20 in fp32 beside them settles whether bf16 autocast cost anything.
+#      Checkpoints are atomic; RESUME=1 continues the runs found in $STAGE/runs (carry them back in:
+#      `for f in FILES_AT/full_*.tgz; do tar xzf "$f" -C .gpu; done`).
+# Everything lands in $OUT: session.log (this output), logs.tgz (every run's metrics and logs) and one
+# full_<run>.tgz per candidate (its folder with last.pt, to resume from).
 #
 #   STAGE=.gpu bash bench/gpu_session.sh
 #   DEVICE=cpu EPOCH_CHECK=1 EXTRA="--max-train-samples 512 --max-eval-samples 200" CANDIDATES=cifar10_resnet20 \
@@ -21,7 +25,7 @@ WORK=${WORK:-/tmp/resnet-lab-gpu}
 OUT=${OUT:-$WORK/out}
 DEVICE=${DEVICE:-cuda}
 EPOCH_CHECK=${EPOCH_CHECK:-3}
-CANDIDATES=${CANDIDATES:-"cifar10_resnet56 cifar10_resnet20:--no-amp"}
+CANDIDATES=${CANDIDATES:-"cifar10_resnet56 cifar10_resnet110 cifar10_resnet20:--no-amp"}
 EXTRA=${EXTRA:-}            # extra training options for every run (dry runs: --max-train-samples ...)
 BENCH=${BENCH:-1}
 RESUME=${RESUME:-0}
@@ -88,6 +92,11 @@ for run in "$WORK"/runs/full_*/; do
 done
 
 echo "== pack ($SECONDS s)"
-tar czf "$OUT/runs.tgz" -C "$WORK" --exclude='epochs_*/checkpoints' --exclude='*/best.pt' runs
+# One archive per candidate: the device returns files of 16 MiB at most (ResNet-110's last.pt alone is ~14 MB).
+tar czf "$OUT/logs.tgz" -C "$WORK" --exclude='*/checkpoints' runs
+for run in "$WORK"/runs/full_*/; do
+  name=$(basename "$run")
+  tar czf "$OUT/$name.tgz" -C "$WORK" --exclude='*/best.pt' "runs/$name" "runs/$name.log" "runs/$name.stderr.log"
+done
 ls -la "$OUT"
 echo "done at $SECONDS s"
