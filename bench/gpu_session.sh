@@ -6,10 +6,12 @@
 #      CIFAR ResNet-20, each beside the plain baseline loop;
 #   3. default-model candidates (issue 6), the paper's full recipe on real CIFAR-10, side by side until
 #      TRAIN_DEADLINE: each entry of CANDIDATES is "recipe[:extra options]", run with --cuda-graph.
-#      ResNet-56 and -110 (the paper's 6.97% and 6.43%) because ResNet-20 ended at 12.36% on this JPEG-decoded
-#      data, over the 10% bar; ResNet-20 in fp32 beside them settles whether bf16 autocast cost anything.
-#      Checkpoints are atomic; RESUME=1 continues the runs found in $STAGE/runs (carry them back in:
-#      `for f in FILES_AT/full_*.tgz; do tar xzf "$f" -C .gpu; done`).
+#      ResNet-56 (the paper's 6.97%) because ResNet-20 ended at 12.36% on this JPEG-decoded data, over the 10% bar;
+#      ResNet-20 in fp32 beside it settles whether bf16 autocast cost anything. ResNet-110 (add
+#      "cifar10_resnet110") needs about twice ResNet-56's GPU time: more than one 15-minute device budget holds.
+#      Checkpoints are atomic; the runs found in $STAGE/runs are continued (RESUME=0: start afresh). Put there what
+#      an earlier call returned (`for f in FILES_AT/full_*.tgz; do tar xzf "$f" -C .gpu; done`) or a CPU run
+#      started there (`--output-dir .gpu/runs/full_cifar10_resnet56`).
 # Everything lands in $OUT: session.log (this output), logs.tgz (every run's metrics and logs) and one
 # full_<run>.tgz per candidate (its folder with last.pt, to resume from).
 #
@@ -25,10 +27,10 @@ WORK=${WORK:-/tmp/resnet-lab-gpu}
 OUT=${OUT:-$WORK/out}
 DEVICE=${DEVICE:-cuda}
 EPOCH_CHECK=${EPOCH_CHECK:-3}
-CANDIDATES=${CANDIDATES:-"cifar10_resnet56 cifar10_resnet110 cifar10_resnet20:--no-amp"}
+CANDIDATES=${CANDIDATES:-"cifar10_resnet56 cifar10_resnet20:--no-amp"}
 EXTRA=${EXTRA:-}            # extra training options for every run (dry runs: --max-train-samples ...)
 BENCH=${BENCH:-1}
-RESUME=${RESUME:-0}
+RESUME=${RESUME:-1}
 TRAIN_DEADLINE=${TRAIN_DEADLINE:-520}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$WORK/runs"
@@ -73,7 +75,7 @@ if [ "$BENCH" = 1 ]; then
 fi
 
 echo "== 3. default-model candidates until $TRAIN_DEADLINE s ($SECONDS s)"
-if [ "$RESUME" = 1 ] && [ -d "$STAGE/runs" ]; then cp -r "$STAGE"/runs/* "$WORK/runs/"; fi
+if [ "$RESUME" = 1 ] && [ -n "$(ls -A "$STAGE/runs" 2>/dev/null)" ]; then cp -r "$STAGE"/runs/* "$WORK/runs/"; fi
 pids=()
 for entry in $CANDIDATES; do
   recipe=${entry%%:*}
