@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)
+    else:  # as training.train sets it; global, so the baseline gets it too
+        torch.backends.cudnn.benchmark = True
     rows = []
     with tempfile.TemporaryDirectory() as temp:
         for name in args.models:
