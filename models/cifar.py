@@ -15,8 +15,6 @@ STAGE_STRIDES = (1, 2, 2)
 class CifarResNet(nn.Module):
     """3x3 stem with 16 filters, three stages of n blocks on 32/16/8 maps, global average pool, FC."""
 
-    input_size = 32
-
     def __init__(
         self,
         depth: int,
@@ -68,21 +66,73 @@ def _cifar(depth: int, residual: bool, **options) -> CifarResNet:
     return CifarResNet(depth, residual=residual, **options)
 
 
-CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+@register_model("cifar_resnet20", family="cifar10", depth=20, residual=True)
+def cifar_resnet20(**options) -> CifarResNet:
+    """CIFAR-10 ResNet-20 (n=3)."""
+    return _cifar(20, residual=True, **options)
 
 
-def _register_cifar(depth: int, residual: bool) -> None:
-    kind = "resnet" if residual else "plain"
-
-    def constructor(**options) -> CifarResNet:
-        return _cifar(depth, residual, **options)
-
-    constructor.__name__ = f"cifar_{kind}{depth}"
-    constructor.__doc__ = f"CIFAR-10 {'ResNet' if residual else 'plain net'}-{depth} (n={(depth - 2) // 6})."
-    register_model(constructor.__name__, family="cifar10", depth=depth, residual=residual)(constructor)
-    globals()[constructor.__name__] = constructor
+@register_model("cifar_resnet32", family="cifar10", depth=32, residual=True)
+def cifar_resnet32(**options) -> CifarResNet:
+    """CIFAR-10 ResNet-32 (n=5)."""
+    return _cifar(32, residual=True, **options)
 
 
-for _depth in CIFAR_DEPTHS:
-    _register_cifar(_depth, residual=True)
-    _register_cifar(_depth, residual=False)
+@register_model("cifar_resnet44", family="cifar10", depth=44, residual=True)
+def cifar_resnet44(**options) -> CifarResNet:
+    """CIFAR-10 ResNet-44 (n=7)."""
+    return _cifar(44, residual=True, **options)
+
+
+@register_model("cifar_resnet56", family="cifar10", depth=56, residual=True)
+def cifar_resnet56(**options) -> CifarResNet:
+    """CIFAR-10 ResNet-56 (n=9)."""
+    return _cifar(56, residual=True, **options)
+
+
+@register_model("cifar_resnet110", family="cifar10", depth=110, residual=True)
+def cifar_resnet110(**options) -> CifarResNet:
+    """CIFAR-10 ResNet-110 (n=18)."""
+    return _cifar(110, residual=True, **options)
+
+
+@register_model("cifar_resnet1202", family="cifar10", depth=1202, residual=True)
+def cifar_resnet1202(**options) -> CifarResNet:
+    """CIFAR-10 ResNet-1202 (n=200)."""
+    return _cifar(1202, residual=True, **options)
+
+
+@register_model("cifar_plain20", family="cifar10", depth=20, residual=False)
+def cifar_plain20(**options) -> CifarResNet:
+    """CIFAR-10 plain net-20 (n=3)."""
+    return _cifar(20, residual=False, **options)
+
+
+@register_model("cifar_plain32", family="cifar10", depth=32, residual=False)
+def cifar_plain32(**options) -> CifarResNet:
+    """CIFAR-10 plain net-32 (n=5)."""
+    return _cifar(32, residual=False, **options)
+
+
+@register_model("cifar_plain44", family="cifar10", depth=44, residual=False)
+def cifar_plain44(**options) -> CifarResNet:
+    """CIFAR-10 plain net-44 (n=7)."""
+    return _cifar(44, residual=False, **options)
+
+
+@register_model("cifar_plain56", family="cifar10", depth=56, residual=False)
+def cifar_plain56(**options) -> CifarResNet:
+    """CIFAR-10 plain net-56 (n=9)."""
+    return _cifar(56, residual=False, **options)
+
+
+@register_model("cifar_plain110", family="cifar10", depth=110, residual=False)
+def cifar_plain110(**options) -> CifarResNet:
+    """CIFAR-10 plain net-110 (n=18)."""
+    return _cifar(110, residual=False, **options)
+
+
+@register_model("cifar_plain1202", family="cifar10", depth=1202, residual=False)
+def cifar_plain1202(**options) -> CifarResNet:
+    """CIFAR-10 plain net-1202 (n=200)."""
+    return _cifar(1202, residual=False, **options)

@@ -1,4 +1,8 @@
-"""One registry mapping model names to constructors."""
+"""One registry mapping model names to constructors, with each family's input configuration.
+
+As timm's pretrained configs do, the registry says what a network expects at its input (mean, std, resize and crop
+sizes); training, export and detection read it from here.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,25 @@ from dataclasses import dataclass
 
 from torch import nn
 
-INPUT_SIZES = {"imagenet": 224, "cifar10": 32}
-NUM_CLASSES = {"imagenet": 1000, "cifar10": 10}
+
+@dataclass(frozen=True)
+class InputConfig:
+    """What a family's networks see: ``(uint8 / 255 - mean) / std`` of a ``crop_size`` centre crop after resizing
+    the shorter side to ``resize_size``. ``mean=None``: a per-pixel mean image of the training set (CIFAR-10)."""
+
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float]
+    resize_size: int
+    crop_size: int
+    num_classes: int
+
+
+# ImageNet: torchvision's per-channel mean/std, so checkpoints stay interchangeable with torchvision's weights
+# (the paper subtracts a per-pixel mean). CIFAR-10: the paper's per-pixel mean subtraction, std one (Sec. 4.2).
+FAMILY_INPUTS = {
+    "imagenet": InputConfig((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 256, 224, 1000),
+    "cifar10": InputConfig(None, (1.0, 1.0, 1.0), 32, 32, 10),
+}
 
 
 @dataclass(frozen=True)
@@ -22,12 +43,19 @@ class ModelInfo:
     residual: bool = True
 
     @property
+    def inputs(self) -> InputConfig:
+        """The family's input configuration."""
+        return FAMILY_INPUTS[self.family]
+
+    @property
     def input_size(self) -> int:
-        return INPUT_SIZES[self.family]
+        """Side of the square image the network is trained on."""
+        return self.inputs.crop_size
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES[self.family]
+        """Classes of the family's dataset."""
+        return self.inputs.num_classes
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -39,6 +67,8 @@ def register_model(name: str, family: str, depth: int, residual: bool = True) ->
     def add(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
+        if family not in FAMILY_INPUTS:
+            raise ValueError(f"unknown family {family!r}; choose from: {', '.join(FAMILY_INPUTS)}")
         _REGISTRY[name] = ModelInfo(name, constructor, family, depth, residual)
         return constructor
 

@@ -18,8 +18,6 @@ class ResNet(nn.Module):
     Attribute names follow torchvision's ``ResNet`` so its state dicts load strictly.
     """
 
-    input_size = 224
-
     def __init__(
         self,
         block: Block,
@@ -72,10 +70,6 @@ def _resnet(block: Block, layers: list[int], residual: bool, **options) -> ResNe
 
 
 LAYERS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
-
-
-def _block_for(depth: int) -> Block:
-    return BasicBlock if depth < 50 else Bottleneck
 
 
 @register_model("resnet18", family="imagenet", depth=18)
