@@ -1,33 +1,21 @@
-"""The project's checkpoint contract: atomic writes, safe loads, and rebuilding the model from a file.
+"""Checkpoint files of both trainers: atomic writes, safe reads, and the state of every random number generator.
 
-A checkpoint is a dict saved with ``torch.save`` that loads under ``weights_only=True``:
-
-- ``format``: ``"resnet-lab/1"``
-- ``model_name``, ``model_options`` (kwargs for ``models.create_model``, ``num_classes`` included)
-- ``model``: the state dict
-- ``labels``: class names, index order
-- ``preprocess``: ``{"mean": Tensor, "std": Tensor, "resize_size": int, "crop_size": int}``; the network
-  input is ``(uint8 / 255 - mean) / std`` with mean/std broadcastable to ``[3, H, W]``
-- ``recipe`` (dict), ``metrics`` (list of per-epoch dicts)
-- training state when written by ``training.train``: ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``rng``
+A checkpoint is a dict saved with ``torch.save`` that loads under ``weights_only=True``. Its ``format`` says what
+it holds (``training.classifier`` and ``detection.checkpoint`` define theirs); while training, the engine adds
+``optimizer``, ``scheduler``, ``epoch``, ``step``, ``rng``, ``metrics`` (one row per epoch) and ``run``.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import torch
-from torch import nn
-
-from models import create_model
-from models.preprocess import NormalizedClassifier
-
-FORMAT = "resnet-lab/1"
-REQUIRED_KEYS = ("format", "model_name", "model_options", "model", "labels", "preprocess")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
@@ -48,6 +36,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     return path
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """``atomic_write`` for text (UTF-8)."""
+    return atomic_write(path, lambda stream: stream.write(text.encode()))
+
+
 def read_torch_state(path: str | os.PathLike, what: str, how_to_get: str, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)``; a missing, truncated or non-torch file exits with a readable message."""
     path = Path(path)
@@ -62,34 +55,63 @@ def read_torch_state(path: str | os.PathLike, what: str, how_to_get: str, map_lo
         ) from None
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, fsync, then rename."""
-    state = {"format": FORMAT, **state}
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, format: str) -> Path:
+    """Write ``state`` tagged with ``format`` to ``path`` atomically."""
+    state = {**state, "format": format}
     return atomic_write(path, lambda stream: torch.save(state, stream))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a missing, truncated or foreign file exits clearly."""
-    state = read_torch_state(path, "checkpoint", "train one with `python -m training.train ...`", map_location)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SystemExit(
-            f"{path} is not a resnet-lab checkpoint (expected a dict with format={FORMAT!r}); "
-            "for torchvision weights use `python -m training.export --torchvision-state-dict FILE --arch NAME`"
-        )
-    missing = [key for key in REQUIRED_KEYS if key not in state]
+def load_checkpoint(
+    path: str | os.PathLike,
+    format: str,
+    required: Sequence[str],
+    what: str,
+    how_to_get: str,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load a ``format`` checkpoint with ``weights_only=True``; a missing, truncated or foreign file exits clearly."""
+    state = read_torch_state(path, what, how_to_get, map_location)
+    found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    if found != format:
+        raise SystemExit(f"{path} is not a {what} (format {found!r}, expected {format!r}); {how_to_get}")
+    missing = [key for key in required if key not in state]
     if missing:
-        raise SystemExit(f"checkpoint {path} lacks {', '.join(missing)}; it was not written by training.train")
+        raise SystemExit(f"{what} {path} lacks {', '.join(missing)}; {how_to_get}")
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
-    """Rebuild the bare network (float input) from a loaded checkpoint, weights loaded strictly."""
-    model = create_model(state["model_name"], **state["model_options"])
-    model.load_state_dict(state["model"], strict=True)
-    return model
+def rng_state() -> dict[str, Any]:
+    """Every RNG's state (torch, CUDA, python, numpy) as tensors and numbers, so ``weights_only=True`` loads it."""
+    version, python_state, gauss = random.getstate()
+    _, numpy_keys, numpy_pos, numpy_has_gauss, numpy_gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "keys": torch.from_numpy(numpy_keys.astype(np.int64)),
+            "pos": int(numpy_pos),
+            "has_gauss": int(numpy_has_gauss),
+            "gauss": float(numpy_gauss),
+        },
+    }
 
 
-def classifier_from_checkpoint(state: dict[str, Any]) -> NormalizedClassifier:
-    """The network wrapped with its input normalisation: uint8 images in, logits out."""
-    preprocess = state["preprocess"]
-    return NormalizedClassifier(model_from_checkpoint(state), preprocess["mean"], preprocess["std"])
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of ``rng_state``."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["gauss"])
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (all devices), python and numpy."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -10,8 +10,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from models.registry import FAMILY_INPUTS
+
 from . import cifar10, imagenet
-from .distributed import Context
+from .distributed import Context, shard
 
 EVAL_BATCH_CIFAR = 1000
 
@@ -25,11 +27,6 @@ class TrainData:
     steps_per_epoch: int
     epoch_batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
     eval_sets: dict[str, Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]]  # uint8 batches
-
-
-def _shard(count: int, context: Context, limit: int | None) -> list[int]:
-    count = min(count, limit) if limit else count
-    return list(range(context.rank, count, context.world_size))
 
 
 def cifar10_data(
@@ -54,7 +51,7 @@ def cifar10_data(
     )
 
     def tensor_batches(split: cifar10.CifarSplit) -> Callable[[], Iterable]:
-        indices = torch.tensor(_shard(len(split), context, max_eval_samples), dtype=torch.int64, device=device)
+        indices = torch.tensor(shard(len(split), context, max_eval_samples), dtype=torch.int64, device=device)
 
         def generate() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for start in range(0, len(indices), EVAL_BATCH_CIFAR):
@@ -66,7 +63,13 @@ def cifar10_data(
     eval_sets = {"test": tensor_batches(test_device)}
     if val is not None:
         eval_sets["val"] = tensor_batches(val.to(device))
-    preprocess = {"mean": mean, "std": torch.ones(3, 1, 1), "resize_size": 32, "crop_size": 32}
+    inputs = FAMILY_INPUTS["cifar10"]
+    preprocess = {
+        "mean": mean,
+        "std": torch.tensor(inputs.std).view(3, 1, 1),
+        "resize_size": inputs.resize_size,
+        "crop_size": inputs.crop_size,
+    }
     return TrainData(labels, preprocess, len(batches), batches.epoch, eval_sets)
 
 
@@ -88,8 +91,9 @@ def imagenet_data(
         train_set = Subset(train_set, sorted(order.tolist()))
     device = context.device
     pin = device.type == "cuda"
-    mean = torch.tensor(imagenet.MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(imagenet.STD, device=device).view(1, 3, 1, 1)
+    inputs = imagenet.INPUTS
+    mean = torch.tensor(inputs.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(inputs.std, device=device).view(1, 3, 1, 1)
     sampler = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=seed)
     steps = -(-len(sampler) // batch_per_rank)
 
@@ -106,7 +110,7 @@ def imagenet_data(
             persistent_workers=False,
         )
         lighting = torch.Generator().manual_seed(epoch_seed + 1)
-        for images, labels in _decode_errors_as_exit(loader):
+        for images, labels in decode_errors_as_exit(loader):
             images = images.to(device, non_blocking=True).float().mul_(1.0 / 255.0)
             images = imagenet.pca_lighting(images, lighting).sub_(mean).div_(std)
             if channels_last:
@@ -114,20 +118,20 @@ def imagenet_data(
             yield images, labels.to(device, non_blocking=True)
 
     def val_batches() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        subset = Subset(val_set, _shard(len(val_set), context, max_eval_samples))
+        subset = Subset(val_set, shard(len(val_set), context, max_eval_samples))
         loader = DataLoader(subset, batch_size=max(batch_per_rank, 32), num_workers=workers, pin_memory=pin)
-        return _decode_errors_as_exit(loader)
+        return decode_errors_as_exit(loader)
 
     preprocess = {
-        "mean": torch.tensor(imagenet.MEAN),
-        "std": torch.tensor(imagenet.STD),
-        "resize_size": imagenet.RESIZE_SIZE,
-        "crop_size": imagenet.CROP_SIZE,
+        "mean": torch.tensor(inputs.mean),
+        "std": torch.tensor(inputs.std),
+        "resize_size": inputs.resize_size,
+        "crop_size": inputs.crop_size,
     }
     return TrainData(list(imagenet.imagenet_classes()[1]), preprocess, steps, epoch_batches, {"test": val_batches})
 
 
-def _decode_errors_as_exit(loader: Iterable) -> Iterator:
+def decode_errors_as_exit(loader: Iterable) -> Iterator:
     """Turn a broken image (raised in a worker or in-process) into a SystemExit that names the file."""
     try:
         yield from loader

@@ -1,242 +1,324 @@
-"""The training step, one epoch of it with progress and logs, and top-1/top-5 counting for evaluation."""
+"""The training engine both trainers share: epochs of steps, logs, evaluation, checkpoints, resume.
+
+A trainer (``training.train`` for classification, ``detection.train`` for detection) builds a ``Task``: its model,
+optimizer, schedule, batches, one step and an evaluation. ``fit`` runs it in a ``RunFolder`` under one process or
+``torchrun``: it logs every ``log_every`` steps, evaluates after every epoch, writes ``checkpoints/last.pt`` (and
+``best.pt`` when the run has validation data), and ``--resume`` continues exactly from ``last.pt``.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .distributed import Context, all_reduce_sum
-from .schedule import PaperSchedule
+from . import distributed
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .distributed import Context
+from .run_folder import RunFolder, append_row
+
+# A step's statistics: sums over its images (e.g. "loss", "error") and "images", the count; device tensors.
+StepStats = dict[str, torch.Tensor]
 
 
-def autocast_for(device: torch.device, enabled: bool, cache: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; nothing otherwise. CUDA-graph capture needs ``cache=False``."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
-    return contextlib.nullcontext()
+class Schedule:
+    """The lr policy the engine drives; this base keeps the optimizer's lr as it is."""
 
+    needs_step_stats = False  # True: ``after_step`` gets the batch's statistics averaged over all ranks
 
-def train_step(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    amp: bool = False,
-    graph_safe: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step; returns (summed loss, wrong predictions) as device tensors, without syncing.
-
-    ``graph_safe`` (for CUDA-graph capture): gradients are zeroed in place rather than freed, no autocast cache.
-    """
-    with autocast_for(images.device, amp, cache=not graph_safe):
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
-    optimizer.zero_grad(set_to_none=not graph_safe)
-    loss.backward()
-    optimizer.step()
-    wrong = (logits.detach().argmax(1) != labels).sum()
-    return loss.detach() * labels.shape[0], wrong
-
-
-StepFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-class GraphedTrainStep:
-    """``train_step`` captured once as a CUDA graph and replayed: small CIFAR nets are bound by the host launching
-    ~370 kernels per step, not by the GPU.
-
-    Each batch is copied into static input buffers and the graph replays forward, backward and the SGD update.
-    The lr is baked into the graph, so a change of lr triggers a new capture (three times in the paper's CIFAR
-    schedule). The first ``warmup_steps`` steps run eagerly on a side stream (momentum buffers, cuDNN autotuning),
-    as do batches of another size than the captured one (an epoch's last, partial batch). Gradients are zeroed in
-    place, never freed, so eager and replayed steps share the same gradient tensors. Without CUDA the "graph" is
-    the same step run eagerly on the static buffers, so the CPU tests exercise all of this but the capture.
-    """
-
-    def __init__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, amp: bool = False, warmup_steps: int = 3
-    ) -> None:
-        self.model, self.optimizer, self.amp = model, optimizer, amp
-        self.device = next(model.parameters()).device
-        self.capture = self.device.type == "cuda"
-        self.warmup_steps = warmup_steps
-        self.steps = 0
-        self.captures = 0
-        self.replays = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.graph_lr: float | None = None
-        self.static: dict[str, torch.Tensor] = {}
-
-    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return train_step(self.model, images, labels, self.optimizer, self.amp, graph_safe=True)
-
-    def _eager(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.capture:
-            return self._step(images, labels)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            result = self._step(images, labels)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        return result
-
-    def _capture(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """Record the step on static copies of this batch; recording runs nothing, the replay does."""
-        self.graph = None  # free the previous graph's memory pool first
-        self.static = {"images": images.clone(), "labels": labels.clone()}
-        if self.capture:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # loader threads may touch CUDA
-                self.static["loss_sum"], self.static["wrong"] = self._step(self.static["images"], self.static["labels"])
-            self.graph = graph
-        self.graph_lr = self.lr
-        self.captures += 1
-
-    def _replay(self) -> None:
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self.static["loss_sum"], self.static["wrong"] = self._step(self.static["images"], self.static["labels"])
-        self.replays += 1
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
 
     @property
     def lr(self) -> float:
-        """The optimizer's current lr."""
+        """The lr of the next step."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step; (summed loss, wrong predictions) as device tensors, valid until the next call."""
-        self.steps += 1
-        if self.steps <= self.warmup_steps:
-            return self._eager(images, labels)
-        if self.static and self.static["images"].shape != images.shape:
-            return self._eager(images, labels)  # another batch size (an epoch's last, partial batch)
-        if not self.static or self.graph_lr != self.lr:
-            self._capture(images, labels)
-        else:
-            self.static["images"].copy_(images)
-            self.static["labels"].copy_(labels)
-        self._replay()
-        return self.static["loss_sum"], self.static["wrong"]
+    def set_lr(self, lr: float) -> None:
+        """Set every parameter group's lr."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def before_step(self, step: int, epoch: int) -> None:
+        """Called before global step ``step`` (0-based) of ``epoch``."""
+
+    def after_step(self, stats: dict[str, float], step: int) -> None:
+        """Called after a step with its averaged statistics when ``needs_step_stats``."""
+
+    def after_epoch(self, selection_value: float) -> None:
+        """Called after each epoch's evaluation with the metric that selects checkpoints."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming needs."""
+        return {"lr": self.lr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``."""
+        self.set_lr(float(state["lr"]))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which evaluation metric picks ``best.pt`` (and feeds the schedule), and whether lower is better."""
+
+    key: str
+    lower_is_better: bool = True
+
+    def improves(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` beats ``best``."""
+        return best is None or (value < best if self.lower_is_better else value > best)
+
+
+@dataclass
+class Task:
+    """Everything task-specific the engine runs."""
+
+    model: nn.Module  # the weights checkpoints hold (not a DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    epoch_batches: Callable[[int], Iterable[Any]]  # the training batches of one epoch (a pure function of it)
+    steps_per_epoch: int
+    step: Callable[[Any], StepStats]  # one optimizer step on a batch
+    evaluate: Callable[[], dict[str, float]]  # metrics after an epoch, already combined over ranks
+    checkpoint_format: str
+    describe: Callable[[], dict[str, Any]]  # the checkpoint's task-specific keys (model name, labels, recipe, ...)
+    selection: Selection | None = None  # None: no validation data, so no best.pt
+    fallback_selection_key: str | None = None  # what the schedule follows without validation data
+    train_module: nn.Module | None = None  # the module the step runs (a DDP wrapper); defaults to ``model``
+    run_info: dict[str, Any] = field(default_factory=dict)  # kept in the checkpoint's ``run`` (e.g. overrides)
+
+
+@dataclass
+class Progress:
+    """Where a run stands; restored on resume."""
+
+    epoch: int = 0
+    step: int = 0
+    wall_time: float = 0.0
+    best: float | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)  # one per invocation: epochs, hardware, versions
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long the run is and how it reports."""
+
+    epochs: int
+    total_steps: int
+    log_every: int = 20
+    stop_after_epochs: int | None = None  # end this invocation early; --resume goes on
+
+
+def restore(task: Task, resumed: dict[str, Any], run: RunFolder, context: Context) -> Progress:
+    """Load weights, optimizer, schedule and RNGs from a checkpoint; forget log rows written after it."""
+    task.model.load_state_dict(resumed["model"])
+    task.optimizer.load_state_dict(resumed["optimizer"])
+    task.schedule.load_state_dict(resumed["scheduler"])
+    set_rng_state(resumed["rng"])
+    progress = Progress(
+        epoch=int(resumed["epoch"]),
+        step=int(resumed["step"]),
+        wall_time=float(resumed["run"]["wall_time"]),
+        best=resumed["run"].get("best"),
+        metrics=list(resumed["metrics"]),
+        sessions=list(resumed["run"].get("sessions", [])),
+    )
+    if context.is_main:
+        run.rewind_logs(progress.step)
+    return progress
+
+
+def fit(task: Task, plan: Plan, run: RunFolder, context: Context, resumed: dict[str, Any] | None) -> dict[str, Any]:
+    """Train until ``plan.total_steps``; returns the last epoch's metrics row."""
+    progress = restore(task, resumed, run, context) if resumed is not None else Progress()
+    progress.sessions.append(
+        {
+            "epochs": [progress.epoch + 1, progress.epoch],  # first and last epoch trained in this invocation
+            "hardware": distributed.describe(context),
+            "torch": str(torch.__version__),  # TorchVersion is not a plain str: weights_only would refuse it
+        }
+    )
+    if context.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+    last_epoch = plan.epochs
+    if plan.stop_after_epochs is not None:
+        last_epoch = min(plan.epochs, progress.epoch + plan.stop_after_epochs)
+    row = progress.metrics[-1] if progress.metrics else {}
+    for epoch in range(progress.epoch, last_epoch):
+        if progress.step >= plan.total_steps:
+            break
+        row = _run_epoch(task, plan, run, context, progress, epoch)
+        distributed.barrier(context)
+    return row
+
+
+def _run_epoch(task: Task, plan: Plan, run: RunFolder, context: Context, progress: Progress, epoch: int) -> dict:
+    """Train one epoch, evaluate, write the metrics row and the checkpoints."""
+    trained = train_epoch(task, plan, run, context, epoch, progress.step)
+    lr = task.schedule.lr  # the lr of the epoch's last step, before the epoch's evaluation may change it
+    evaluated = task.evaluate()
+    selected = _selection_value(task, evaluated)
+    if selected is not None:
+        task.schedule.after_epoch(selected)
+    progress.epoch, progress.step = epoch + 1, trained.step
+    progress.sessions[-1]["epochs"][1] = epoch + 1
+    progress.wall_time += trained.seconds
+    row = {
+        "epoch": epoch + 1,
+        "step": trained.step,
+        **trained.means,
+        **evaluated,
+        "lr": lr,
+        "images_per_s": trained.images / max(trained.seconds, 1e-9),
+        "epoch_time": trained.seconds,
+        "wall_time": progress.wall_time,
+    }
+    progress.metrics.append(row)
+    improved = task.selection is not None and task.selection.improves(evaluated[task.selection.key], progress.best)
+    if improved:
+        progress.best = evaluated[task.selection.key]
+    if context.is_main:
+        state = _checkpoint_state(task, plan, context, progress)
+        save_checkpoint(state, run.last, task.checkpoint_format)
+        if improved:
+            save_checkpoint(state, run.best, task.checkpoint_format)
+        append_row(run.metrics, row)
+        print(_summary(row, plan), flush=True)
+    return row
+
+
+def _selection_value(task: Task, evaluated: dict[str, float]) -> float | None:
+    if task.selection is not None:
+        return evaluated[task.selection.key]
+    if task.fallback_selection_key is not None:
+        return evaluated.get(task.fallback_selection_key)
+    return None
+
+
+def _checkpoint_state(task: Task, plan: Plan, context: Context, progress: Progress) -> dict[str, Any]:
+    return {
+        **task.describe(),
+        "model": task.model.state_dict(),
+        "optimizer": task.optimizer.state_dict(),
+        "scheduler": task.schedule.state_dict(),
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "rng": rng_state(),
+        "metrics": progress.metrics,
+        "run": {
+            **task.run_info,
+            "wall_time": progress.wall_time,
+            "best": progress.best,
+            "selection": task.selection.key if task.selection else None,
+            "sessions": progress.sessions,
+            "world_size": context.world_size,
+            "epochs": plan.epochs,
+            "total_steps": plan.total_steps,
+        },
+    }
+
+
+PRINTED = ("train_loss", "train_error", "_error", "_AP", "_AP50")  # the summary line's metrics (all go to the file)
+
+
+def _summary(row: dict[str, Any], plan: Plan) -> str:
+    """One printed line per epoch."""
+    values = ", ".join(f"{key} {value:.4f}" for key, value in row.items() if key.endswith(PRINTED))
+    return (
+        f"epoch {row['epoch']}/{plan.epochs} step {row['step']}: {values}, lr {row['lr']:g}, "
+        f"{row['images_per_s']:.0f} img/s, {row['epoch_time']:.1f} s"
+    )
 
 
 @dataclass
 class EpochResult:
-    """Training loss and error of one epoch over all ranks, its images and seconds."""
+    """One epoch's training statistics over all ranks."""
 
-    loss: float
-    error: float
+    means: dict[str, float]  # "train_<stat>": per-image mean of each step statistic
     images: int
     seconds: float
     step: int
 
 
-def train_epoch(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    num_batches: int,
-    optimizer: torch.optim.Optimizer,
-    schedule: PaperSchedule,
-    epoch: int,
-    step: int,
-    total_steps: int,
-    context: Context,
-    amp: bool = False,
-    log_every: int = 20,
-    on_log: Callable[[dict], None] | None = None,
-    step_function: StepFunction | None = None,
-) -> EpochResult:
-    """Train until the batches run out or ``total_steps`` is reached; log a train row every ``log_every`` steps.
+class _Window:
+    """Sums of step statistics since the last log row, as one device vector (one all-reduce per row)."""
 
-    ``step_function(images, labels)`` replaces ``train_step`` (e.g. a ``GraphedTrainStep``).
-    """
-    model.train()
-    if step_function is None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.keys: list[str] = []
+        self.window: torch.Tensor | None = None
+        self.total: torch.Tensor | None = None
 
-        def step_function(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return train_step(model, images, labels, optimizer, amp)
+    def add(self, stats: StepStats) -> torch.Tensor:
+        if self.window is None:
+            self.keys = list(stats)
+            self.window = torch.zeros(len(self.keys), dtype=torch.float64, device=self.device)
+            self.total = torch.zeros_like(self.window)
+        vector = torch.stack([stats[key].detach().double().reshape(()) for key in self.keys])
+        self.window += vector
+        return vector
 
-    device = context.device
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, wrong, images
-    window = torch.zeros(3, dtype=torch.float64, device=device)
-    steps_left = min(num_batches, total_steps - step)
-    progress = tqdm(total=steps_left, desc=f"epoch {epoch + 1}", disable=not context.is_main, leave=False)
-    started = time.perf_counter()
-    window_started = started
-    for images, labels in batches:
+    def as_means(self, sums: list[float]) -> dict[str, float]:
+        """``train_<stat>`` means per image from summed statistics (``images`` is the count)."""
+        values = dict(zip(self.keys, sums, strict=True))
+        images = max(values.get("images", 0.0), 1.0)
+        return {f"train_{key}": value / images for key, value in values.items() if key != "images"}
+
+    def flush(self, context: Context | None) -> list[float]:
+        """The window's sums over all ranks (none when ``context`` is None); the window then starts again."""
+        assert self.window is not None and self.total is not None
+        reduced = distributed.all_reduce_sum(self.window.clone(), context).tolist() if context else []
+        self.total += self.window
+        self.window.zero_()
+        return reduced
+
+    def count(self, sums: list[float]) -> float:
+        """The ``images`` entry of summed statistics."""
+        return dict(zip(self.keys, sums, strict=True)).get("images", 0.0)
+
+
+def _batches(task: Task, epoch: int, step: int, total_steps: int) -> Iterator[Any]:
+    for batch in task.epoch_batches(epoch):
         if step >= total_steps:
-            break
-        schedule.before_step(step, epoch)
-        loss_sum, wrong = step_function(images, labels)
-        batch = torch.stack([loss_sum.double(), wrong.double(), labels.new_full((), labels.shape[0]).double()])
-        window += batch
-        if schedule.needs_batch_error:
-            reduced = all_reduce_sum(batch.clone(), context)
-            schedule.after_step(float(reduced[1] / reduced[2]), step)
+            return
+        yield batch
+        step += 1
+
+
+def train_epoch(task: Task, plan: Plan, run: RunFolder, context: Context, epoch: int, step: int) -> EpochResult:
+    """Train until the epoch's batches run out or ``plan.total_steps`` is reached; log every ``plan.log_every``."""
+    (task.train_module or task.model).train()
+    window = _Window(context.device)
+    steps_left = min(task.steps_per_epoch, plan.total_steps - step)
+    progress = tqdm(total=steps_left, desc=f"epoch {epoch + 1}", disable=not context.is_main, leave=False)
+    started = window_started = time.perf_counter()
+    for batch in _batches(task, epoch, step, plan.total_steps):
+        task.schedule.before_step(step, epoch)
+        vector = window.add(task.step(batch))
+        if task.schedule.needs_step_stats:
+            reduced = distributed.all_reduce_sum(vector.clone(), context).tolist()
+            task.schedule.after_step(window.as_means(reduced), step)
         step += 1
         progress.update(1)
-        if step % log_every == 0 or step == total_steps:
-            reduced = all_reduce_sum(window.clone(), context).tolist()
-            elapsed = time.perf_counter() - window_started
-            row = {
-                "step": step,
-                "epoch": epoch + 1,
-                "train_loss": reduced[0] / reduced[2],
-                "train_error": reduced[1] / reduced[2],
-                "lr": schedule.lr,
-                "images_per_s": reduced[2] / max(elapsed, 1e-9),
-            }
-            progress.set_postfix(
-                loss=f"{row['train_loss']:.3f}", err=f"{row['train_error']:.3f}", img_s=f"{row['images_per_s']:.0f}"
-            )
-            if on_log is not None and context.is_main:
-                on_log(row)
-            totals += window
-            window.zero_()
-            window_started = time.perf_counter()
-    totals += window
-    totals = all_reduce_sum(totals, context).tolist()
+        if step % plan.log_every == 0 or step == plan.total_steps:
+            sums = window.flush(context)
+            elapsed, window_started = time.perf_counter() - window_started, time.perf_counter()
+            means = window.as_means(sums)
+            row = {"step": step, "epoch": epoch + 1, **means, "lr": task.schedule.lr}
+            row["images_per_s"] = window.count(sums) / max(elapsed, 1e-9)
+            progress.set_postfix({key[6:]: f"{value:.3g}" for key, value in means.items() if key in PRINTED})
+            if context.is_main:
+                append_row(run.train_log, row)
     progress.close()
     seconds = time.perf_counter() - started
-    images = int(totals[2])
-    return EpochResult(totals[0] / max(images, 1), totals[1] / max(images, 1), images, seconds, step)
-
-
-@torch.no_grad()
-def count_errors(
-    classifier: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    device: torch.device,
-    amp: bool = False,
-    channels_last: bool = False,
-    progress: bool = False,
-) -> torch.Tensor:
-    """``[images, top-1 wrong, top-5 wrong]`` for uint8 batches ``[B, 3, H, W]`` or ten crops ``[B, 10, 3, H, W]``.
-
-    Ten crops are scored by their mean softmax.
-    """
-    was_training = classifier.training
-    classifier.eval()
-    counts = torch.zeros(3, dtype=torch.float64, device=device)
-    for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        crops = images.shape[1] if images.dim() == 5 else 1
-        flat = images.flatten(0, 1) if crops > 1 else images
-        if channels_last:
-            flat = flat.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device, amp):
-            logits = classifier(flat).float()
-        scores = logits.softmax(1).unflatten(0, (-1, crops)).mean(1) if crops > 1 else logits
-        top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
-        counts[0] += labels.shape[0]
-        counts[1] += (top5[:, 0] != labels).sum()
-        counts[2] += (top5 != labels[:, None]).all(1).sum()
-    classifier.train(was_training)
-    return counts
+    if window.window is None:  # nothing left to train in this epoch
+        return EpochResult({}, 0, seconds, step)
+    window.flush(None)
+    totals = distributed.all_reduce_sum(window.total.clone(), context).tolist()
+    return EpochResult(window.as_means(totals), int(window.count(totals)), seconds, step)

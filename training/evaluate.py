@@ -16,10 +16,10 @@ from torch.utils.data import DataLoader, Subset
 
 from models import model_info
 
-from . import cifar10, imagenet
-from .checkpoint import classifier_from_checkpoint, load_checkpoint
-from .data import _decode_errors_as_exit
-from .engine import count_errors
+from . import cifar10, cli, distributed, imagenet
+from .classifier import classifier_from_checkpoint, load_classifier_checkpoint
+from .data import decode_errors_as_exit
+from .steps import count_errors
 
 
 def evaluate_checkpoint(
@@ -28,15 +28,13 @@ def evaluate_checkpoint(
     ten_crop: bool = False,
     batch_size: int = 100,
     device: str | None = None,
-    workers: int = 4,
+    workers: int = cli.WORKERS,
     max_samples: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the test set under ``data_dir``; returns images, top1_error, top5_error."""
-    if device is None or device == "cpu":
-        torch.set_flush_denormal(True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint(checkpoint, map_location="cpu")
+    device = distributed.setup(device).device
+    state = load_classifier_checkpoint(checkpoint)
     family = model_info(state["model_name"]).family
     classifier = classifier_from_checkpoint(state).to(device).to(memory_format=torch.channels_last)
     preprocess = state["preprocess"]
@@ -55,7 +53,7 @@ def evaluate_checkpoint(
         if max_samples:
             dataset = Subset(dataset, range(min(max_samples, len(dataset))))
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
-        batches = _decode_errors_as_exit(loader)
+        batches = decode_errors_as_exit(loader)
     counts = count_errors(classifier, batches, device, amp=False, channels_last=True, progress=progress).tolist()
     return {
         "checkpoint": str(checkpoint),
@@ -77,10 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, type=Path, help="a file written by training.train")
     parser.add_argument("--data-dir", required=True, type=Path, help="CIFAR-10 python folder or ImageNet root")
     parser.add_argument("--ten-crop", action="store_true", help="ImageNet: 10-crop testing (paper Table 3)")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
-    parser.add_argument("--workers", type=int, default=4, help="ImageNet loader workers")
-    parser.add_argument("--max-samples", type=int, help="only the first N test images")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per forward pass")
+    cli.add_eval_arguments(parser)
+    cli.add_device_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     return parser
 
@@ -95,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         batch_size=args.batch_size,
         device=args.device,
         workers=args.workers,
-        max_samples=args.max_samples,
+        max_samples=args.max_eval_samples,
         progress=True,
     )
     if args.json:

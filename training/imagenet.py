@@ -8,6 +8,7 @@ partial folder keeps the real indices. Loader workers decode and crop to uint8 t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,16 +17,16 @@ from PIL import Image
 from torchvision.datasets import DatasetFolder
 from torchvision.transforms import v2
 
+from models.registry import FAMILY_INPUTS
+from service import imaging
+
 CLASSES_FILE = Path(__file__).with_name("imagenet_classes.tsv")
 EXTENSIONS = (".jpeg", ".jpg", ".png")
 HOW_TO_GET = (
     "download ILSVRC-2012 from image-net.org and arrange it as DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG "
     "(e.g. with the widely used valprep.sh for val/)"
 )
-# Per-channel mean/std of ImageNet in [0, 1] (torchvision's): the paper subtracts a per-pixel mean; a
-# per-channel mean and std keep our checkpoints interchangeable with torchvision's weights.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+INPUTS = FAMILY_INPUTS["imagenet"]  # mean, std, resize and crop sizes
 # AlexNet's PCA lighting ("the standard colour augmentation", Krizhevsky et al. 2012), RGB, pixels in [0, 1].
 PCA_EIGENVALUES = (0.2175, 0.0188, 0.0045)
 PCA_EIGENVECTORS = (
@@ -35,27 +36,36 @@ PCA_EIGENVECTORS = (
 )
 LIGHTING_STD = 0.1
 SCALE_RANGE = (256, 480)  # shorter side drawn uniformly from this range (paper Sec. 3.4)
-RESIZE_SIZE, CROP_SIZE = 256, 224
 
 
 class ImageDecodeError(RuntimeError):
     """An image file that PIL cannot read; the message names the file."""
 
 
+def read_classes(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(wnids, names)`` from an ``index<TAB>wnid<TAB>name`` file (header optional), index order."""
+    rows: dict[int, tuple[str, str]] = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0].strip().isdigit():
+            rows[int(parts[0])] = (parts[1], parts[2])
+    if not rows or sorted(rows) != list(range(len(rows))):
+        raise SystemExit(f"{path}: class indices are not 0..N-1; expected lines 'index<TAB>wnid<TAB>name'")
+    return tuple(rows[i][0] for i in range(len(rows))), tuple(rows[i][1] for i in range(len(rows)))
+
+
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(wnids, names)`` of the 1,000 classes, index order."""
-    rows = [line.split("\t") for line in CLASSES_FILE.read_text().splitlines()[1:] if line.strip()]
-    return tuple(row[1] for row in rows), tuple(row[2] for row in rows)
+    return read_classes(CLASSES_FILE)
 
 
 def load_rgb(path: str) -> Image.Image:
-    """Decode one image as RGB (grayscale and CMYK JPEGs included); a clear error names a broken file."""
+    """The project's image loader (EXIF orientation, any mode to RGB); a clear error names a broken file."""
     try:
-        with open(path, "rb") as stream:
-            return Image.open(stream).convert("RGB")
-    except Exception as error:
-        raise ImageDecodeError(f"cannot read image {path} ({error.__class__.__name__}: {error})") from None
+        return imaging.load_rgb(path)
+    except (imaging.ImageRejected, OSError) as error:
+        raise ImageDecodeError(f"cannot read image {path} ({error})") from None
 
 
 class ImageNetFolder(DatasetFolder):
@@ -98,24 +108,34 @@ def train_transform() -> v2.Compose:
     return v2.Compose(
         [
             v2.RandomShortestSize(min_size=list(range(SCALE_RANGE[0], SCALE_RANGE[1] + 1)), antialias=True),
-            v2.RandomCrop(CROP_SIZE),
+            v2.RandomCrop(INPUTS.crop_size),
             v2.RandomHorizontalFlip(),
             v2.PILToTensor(),
         ]
     )
 
 
-def eval_transform(resize_size: int = RESIZE_SIZE, crop_size: int = CROP_SIZE, ten_crop: bool = False) -> v2.Compose:
-    """Resize the shorter side, then one centre crop (``[3, H, W]``) or ten crops (``[10, 3, H, W]``), uint8."""
+def eval_transform(
+    resize_size: int = INPUTS.resize_size, crop_size: int = INPUTS.crop_size, ten_crop: bool = False
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Shorter side to ``resize_size``, then one centre crop (``[3, H, W]``) or ten crops (``[10, 3, H, W]``), uint8.
+
+    The single crop is the service's own resize and crop (``service.imaging``), so evaluation and serving see the
+    same pixels.
+    """
     if ten_crop:
-        return v2.Compose(
-            [
-                v2.Resize(resize_size, antialias=True),
-                v2.TenCrop(crop_size),
-                stack_crops,
-            ]
-        )
-    return v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size), v2.PILToTensor()])
+        return v2.Compose([v2.Resize(resize_size, antialias=True), v2.TenCrop(crop_size), stack_crops])
+    return CentreCrop(resize_size, crop_size)
+
+
+class CentreCrop:
+    """``service.imaging``'s resize and centre crop as a picklable transform: PIL image -> uint8 ``[3, H, W]``."""
+
+    def __init__(self, resize_size: int, crop_size: int) -> None:
+        self.resize_size, self.crop_size = resize_size, crop_size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(imaging.to_chw(imaging.resize_and_crop(image, self.resize_size, self.crop_size)))
 
 
 def stack_crops(crops: tuple[Image.Image, ...]) -> torch.Tensor:

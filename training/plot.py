@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
-from . import runlog  # noqa: E402
+from .run_folder import METRICS_FILE, TRAIN_LOG_FILE, read_rows  # noqa: E402
 
 
 def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path:
@@ -22,12 +22,10 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn = 0
     for index, run_dir in enumerate(run_dirs):
-        epochs = runlog.read_rows(run_dir / runlog.METRICS_FILE)
-        train_rows = runlog.read_rows(run_dir / runlog.TRAIN_LOG_FILE)
+        epochs = read_rows(run_dir / METRICS_FILE)
+        train_rows = read_rows(run_dir / TRAIN_LOG_FILE)
         if not epochs and not train_rows:
-            raise SystemExit(
-                f"{run_dir} has no {runlog.METRICS_FILE} or {runlog.TRAIN_LOG_FILE}; is it a training run?"
-            )
+            raise SystemExit(f"{run_dir} has no {METRICS_FILE} or {TRAIN_LOG_FILE}; is it a training run?")
         colour = colours[index % len(colours)]
         name = run_dir.name
         if train_rows:
@@ -54,6 +52,29 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
+def plot_losses(run_dir: Path, out: Path) -> Path:
+    """Every ``train_*loss*`` column of a run's ``train_log.jsonl`` against steps (log scale), e.g. a detector's
+    total loss and its four Faster R-CNN terms."""
+    rows = read_rows(run_dir / TRAIN_LOG_FILE)
+    keys = [key for key in (rows[0] if rows else {}) if key.startswith("train_") and "loss" in key]
+    if not keys:
+        raise SystemExit(f"{run_dir / TRAIN_LOG_FILE} has no loss columns to plot")
+    figure, axis = plt.subplots(figsize=(7, 4))
+    steps = [row["step"] for row in rows]
+    for key in keys:
+        total = key == "train_loss"
+        axis.plot(steps, [row[key] for row in rows], label=key.removeprefix("train_"), linewidth=2 if total else 1)
+    axis.set_xlabel("iterations")
+    axis.set_ylabel("training loss")
+    axis.set_yscale("log")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
 

@@ -7,16 +7,17 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from .engine import Schedule
 from .recipes import Recipe
 
 WARMUP_SMOOTHING = 0.9  # running training error: exponential average over roughly the last 10 batches
 
 
-class PaperSchedule:
+class PaperSchedule(Schedule):
     """Sets the optimizer's lr before every step; ``state_dict`` round-trips under ``weights_only=True``."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int, milestones: list[int]):
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.recipe = recipe
         self.total_steps = total_steps
         self.milestones = milestones  # in steps ("iterations") or epochs ("step")
@@ -25,41 +26,32 @@ class PaperSchedule:
         self.plateau = None
         if recipe.lr_schedule == "plateau":
             self.plateau = ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=recipe.plateau_patience)
-        self._set(recipe.warmup_lr if self.warming_up else recipe.lr)
-
-    def _set(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    @property
-    def lr(self) -> float:
-        """The lr of the next step."""
-        return self.optimizer.param_groups[0]["lr"]
+        self.set_lr(recipe.warmup_lr if self.warming_up else recipe.lr)
 
     def before_step(self, step: int, epoch: int) -> None:
         """Set the lr for global step ``step`` (0-based) of ``epoch``."""
         if self.plateau is not None:
             return  # ReduceLROnPlateau owns the lr between epochs
         if self.warming_up:
-            self._set(self.recipe.warmup_lr)
+            self.set_lr(self.recipe.warmup_lr)
             return
         if self.recipe.lr_schedule == "iterations":
             drops = sum(step >= milestone for milestone in self.milestones)
         else:
             drops = sum(epoch >= milestone for milestone in self.milestones)
-        self._set(self.recipe.lr * 0.1**drops)
+        self.set_lr(self.recipe.lr * 0.1**drops)
 
     @property
-    def needs_batch_error(self) -> bool:
-        """Whether ``after_step`` must be fed each batch's training error (only during warm-up)."""
+    def needs_step_stats(self) -> bool:
+        """Each batch's training error is needed during warm-up only."""
         return self.warming_up
 
-    def after_step(self, batch_error: float | None, step: int) -> None:
+    def after_step(self, stats: dict[str, float], step: int) -> None:
         """End warm-up once the running training error is below the threshold (or at the first milestone)."""
         if not self.warming_up:
             return
-        if batch_error is not None:
-            self.running_error = WARMUP_SMOOTHING * self.running_error + (1 - WARMUP_SMOOTHING) * batch_error
+        if "train_error" in stats:
+            self.running_error = WARMUP_SMOOTHING * self.running_error + (1 - WARMUP_SMOOTHING) * stats["train_error"]
         first_milestone = self.milestones[0] if self.milestones else self.total_steps
         if self.running_error < self.recipe.warmup_until_error or step + 1 >= first_milestone:
             self.warming_up = False
@@ -84,4 +76,4 @@ class PaperSchedule:
         self.running_error = float(state["running_error"])
         if self.plateau is not None and state.get("plateau") is not None:
             self.plateau.load_state_dict(state["plateau"])
-        self._set(float(state["lr"]))
+        self.set_lr(float(state["lr"]))
