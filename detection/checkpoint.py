@@ -1,15 +1,14 @@
-"""Detector checkpoints: written atomically by training.checkpoint.save_checkpoint, loaded with weights_only=True.
+"""Detection checkpoints: what ``detection.train`` writes (through the shared engine), and the detector rebuilt.
 
-Keys: ``format`` ("resnet-lab-detection/1"), ``recipe`` (DetectionRecipe.to_dict()), ``arch``, ``model_options``
-(for ``models.create_model``), ``model`` (detector state dict), ``category_ids`` / ``category_names`` (label i+1 is
-COCO category ``category_ids[i]``), ``image_mean`` / ``image_std`` (3 floats each), ``backbone`` (where the backbone
-came from), and, while training, ``optimizer``, ``scheduler``, ``iteration``, ``rng``.
+Keys beyond the engine's (see ``training.checkpoint``): ``recipe`` (DetectionRecipe.to_dict()), ``arch``,
+``model_options`` (for ``models.create_model``), ``model`` (detector state dict), ``category_ids`` /
+``category_names`` (label i+1 is COCO category ``category_ids[i]``), ``image_mean`` / ``image_std`` (3 floats each),
+``backbone`` (where the backbone came from).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,30 +16,22 @@ from torch import nn
 
 from detection.model import build_detector, fresh_backbone
 from detection.recipes import DetectionRecipe
-from training.checkpoint import load_checkpoint, model_from_checkpoint, read_torch_state, save_checkpoint
+from training.checkpoint import load_checkpoint, read_torch_state
+from training.classifier import FORMAT as CLASSIFIER_FORMAT
+from training.classifier import load_classifier_checkpoint, model_from_checkpoint
 
-FORMAT = "resnet-lab-detection/1"
+FORMAT = "resnet-lab-detection/2"
 REQUIRED_KEYS = ("recipe", "arch", "model_options", "model", "category_ids", "image_mean", "image_std")
-
-
-def save_detection_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Atomic write (temp file, fsync, rename) with the detection format tag."""
-    return save_checkpoint({**state, "format": FORMAT}, path)
+HOW_TO_GET = "train one with `python -m detection.train ...`"
 
 
 def load_detection_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with weights_only=True; missing, truncated or foreign files exit with a readable message."""
-    state = read_torch_state(
-        path, "detection checkpoint", "train one with `python detection/train.py ...`", map_location
-    )
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        hint = " (that is a classification checkpoint: pass it to train.py --backbone-checkpoint)" if found else ""
-        raise SystemExit(f"{path} is not a detection checkpoint (format {found!r}, expected {FORMAT!r}){hint}")
-    missing = [key for key in REQUIRED_KEYS if key not in state]
-    if missing:
-        raise SystemExit(f"detection checkpoint {path} lacks {', '.join(missing)}")
-    return state
+    how = HOW_TO_GET
+    state = read_torch_state(path, "detection checkpoint", how, map_location)
+    if isinstance(state, dict) and state.get("format") == CLASSIFIER_FORMAT:
+        how = "that is a classification checkpoint: pass it to `python -m detection.train --backbone-checkpoint`"
+    return load_checkpoint(path, FORMAT, REQUIRED_KEYS, "detection checkpoint", how, map_location)
 
 
 def detector_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, DetectionRecipe]:
@@ -60,7 +51,7 @@ def channel_stats(value: torch.Tensor) -> list[float]:
 
 def load_backbone(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """The classification network of a training/ checkpoint plus what the detector keeps about it."""
-    state = load_checkpoint(path)
+    state = load_classifier_checkpoint(path)
     net = model_from_checkpoint(state)
     info = {
         "arch": state["model_name"],

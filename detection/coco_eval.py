@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from training.checkpoint import atomic_write_text
+
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("pycocotools", "faster-coco-eval")
 
@@ -94,10 +96,7 @@ def evaluate(
 
 def write_metrics(metrics: dict[str, float], path: str | Path) -> Path:
     """metrics.json with the 12 standard keys."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
 
 
 def _finite(value: Any) -> bool:

@@ -1,16 +1,26 @@
-"""COCO in its standard layout through torchvision's CocoDetection, with contiguous labels for the detector."""
+"""COCO in its standard layout (pycocotools index, the project's image loader), contiguous labels for the detector.
+
+Training batches are a pure function of (seed, epoch): the order comes from a ``DistributedSampler`` and each
+image's flip from a generator seeded by (seed, epoch, image), so resuming from a checkpoint repeats them exactly.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from pycocotools.coco import COCO
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
-from torchvision.datasets import CocoDetection
 from torchvision.transforms import v2
+
+from service import imaging
+from training.distributed import Context
 
 
 @dataclass(frozen=True)
@@ -64,34 +74,35 @@ class CategoryMap:
         return self.category_ids[label - 1]
 
 
-def train_transforms(flip_probability: float) -> v2.Compose:
-    """Horizontal flip (boxes follow) and float conversion; resizing is the detector's own (multi-scale)."""
-    return v2.Compose([v2.RandomHorizontalFlip(flip_probability), v2.ToDtype(torch.float32, scale=True)])
-
-
-def test_transforms() -> v2.Compose:
-    """Float conversion only; the detector resizes and normalises."""
-    return v2.Compose([v2.ToDtype(torch.float32, scale=True)])
-
-
 class CocoDetectionDataset(Dataset):
-    """(image float [3,H,W] in [0,1], target) pairs; crowd boxes dropped, images without boxes kept."""
+    """(image float [3,H,W] in [0,1], target) pairs; crowd boxes dropped, images without boxes kept.
 
-    def __init__(self, root: str | Path, split: str, transforms: v2.Transform | None = None) -> None:
+    ``flip_probability`` > 0 mirrors images (boxes follow), decided per (seed, epoch, image) so it is repeatable.
+    """
+
+    def __init__(self, root: str | Path, split: str, flip_probability: float = 0.0, seed: int = 0) -> None:
         self.paths = paths = coco_paths(root, split)
-        self.coco_dataset = CocoDetection(str(paths.image_dir), str(paths.ann_file))
-        self.coco = self.coco_dataset.coco
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chats about index creation
+            self.coco = COCO(str(paths.ann_file))
         self.categories = CategoryMap(self.coco.loadCats(self.coco.getCatIds()))
-        self.image_ids: list[int] = list(self.coco_dataset.ids)
-        self.transforms = transforms or test_transforms()
+        self.image_ids: list[int] = sorted(self.coco.imgs)
+        self.flip_probability = flip_probability
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def subset(self, count: int) -> None:
-        """Keep only the first ``count`` images (quick looks, tests)."""
-        self.image_ids = self.image_ids[:count]
-        self.coco_dataset.ids = self.image_ids
+    def subset(self, image_ids: list[int]) -> CocoDetectionDataset:
+        """A view of these images only (same annotations, categories and flips)."""
+        view = object.__new__(CocoDetectionDataset)
+        view.__dict__.update(self.__dict__)
+        view.image_ids = list(image_ids)
+        return view
+
+    def set_epoch(self, epoch: int) -> None:
+        """Flips are drawn per epoch."""
+        self.epoch = epoch
 
     def target_for(self, annotations: list[dict[str, Any]], image_id: int, height: int, width: int) -> dict:
         """Boxes in xyxy pixels and contiguous labels; crowd and degenerate boxes are left out."""
@@ -114,17 +125,53 @@ class CocoDetectionDataset(Dataset):
             "image_id": image_id,
         }
 
+    def _flips(self, image_id: int) -> bool:
+        if self.flip_probability <= 0:
+            return False
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1009 + image_id)
+        return bool(torch.rand((), generator=generator) < self.flip_probability)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image_id = self.image_ids[index]
-        path = Path(self.coco_dataset.root) / self.coco.loadImgs(image_id)[0]["file_name"]
+        path = self.paths.image_dir / self.coco.loadImgs(image_id)[0]["file_name"]
         if not path.is_file():
             raise SystemExit(f"image {path} listed in the annotations is missing from the image folder")
-        image = v2.functional.to_image(self.coco_dataset._load_image(image_id).convert("RGB"))
+        try:
+            image = v2.functional.to_image(imaging.load_rgb(path))
+        except imaging.ImageRejected as error:
+            raise SystemExit(f"cannot read image {path} ({error}); delete or replace it") from None
         height, width = image.shape[-2:]
-        target = self.target_for(self.coco_dataset._load_target(image_id), image_id, height, width)
-        image, target = self.transforms(image, target)
+        target = self.target_for(self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id)), image_id, height, width)
+        if self._flips(image_id):
+            image = v2.functional.horizontal_flip(image)
+            target["boxes"] = v2.functional.horizontal_flip(target["boxes"])
         target["boxes"] = target["boxes"].as_subclass(torch.Tensor)
-        return image.as_subclass(torch.Tensor), target
+        return v2.functional.to_dtype(image, torch.float32, scale=True).as_subclass(torch.Tensor), target
+
+
+class DetectionBatches:
+    """Shuffled training batches of one epoch, sharded over ranks, on the device."""
+
+    def __init__(self, dataset: CocoDetectionDataset, batch_per_rank: int, context: Context, workers: int) -> None:
+        self.dataset, self.batch_per_rank, self.context, self.workers = dataset, batch_per_rank, context, workers
+        self.sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=dataset.seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_per_rank)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
+        """``(images, targets)`` batches of ``epoch``."""
+        self.sampler.set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+        loader = DataLoader(
+            self.dataset, self.batch_per_rank, sampler=self.sampler, num_workers=self.workers, collate_fn=collate
+        )
+        device = self.context.device
+        for images, targets in loader:
+            yield (
+                [image.to(device) for image in images],
+                [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets],
+            )
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:

@@ -9,7 +9,9 @@ FPN (option): torchvision's ``BackboneWithFPN`` over all stages with the standar
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,10 +26,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detection.recipes import DetectionRecipe
 from models import create_model
+from models.registry import FAMILY_INPUTS
 
 STEM_NAMES = ("conv1", "bn1", "relu", "maxpool")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -124,6 +125,51 @@ def fresh_backbone(arch: str, model_options: dict[str, Any] | None, recipe: Dete
     return prepare_backbone(create_model(arch, **dict(model_options or {})), recipe)
 
 
+def c4_heads(recipe: DetectionRecipe, net: nn.Module, num_classes: int) -> dict[str, nn.Module]:
+    """The paper's C4 parts: conv1..conv4_x shared, RoIAlign on it, conv5_x per region, one predictor."""
+    box_head = ResNetStageBoxHead(net)
+    return {
+        "backbone": ResNetTrunk(net),
+        "rpn_anchor_generator": AnchorGenerator(
+            sizes=(tuple(recipe.anchor_sizes),), aspect_ratios=(tuple(recipe.aspect_ratios),)
+        ),
+        "box_roi_pool": MultiScaleRoIAlign(featmap_names=["0"], output_size=recipe.roi_output_size, sampling_ratio=0),
+        "box_head": box_head,
+        "box_predictor": FastRCNNPredictor(box_head.out_channels, num_classes),
+    }
+
+
+def fpn_heads(recipe: DetectionRecipe, net: nn.Module, num_classes: int) -> dict[str, nn.Module]:
+    """The FPN option: a feature pyramid over every stage, one anchor size per level, a two-layer MLP box head."""
+    names = stage_names(net)
+    levels = len(names) + 1
+    if len(recipe.anchor_sizes) != levels:
+        raise ValueError(f"FPN over {len(names)} stages has {levels} levels: give {levels} anchor sizes")
+    return {
+        "backbone": BackboneWithFPN(
+            net,
+            return_layers={name: str(index) for index, name in enumerate(names)},
+            in_channels_list=stage_channels(net),
+            out_channels=256,
+            extra_blocks=LastLevelMaxPool(),
+        ),
+        "rpn_anchor_generator": AnchorGenerator(
+            sizes=tuple((size,) for size in recipe.anchor_sizes),
+            aspect_ratios=(tuple(recipe.aspect_ratios),) * levels,
+        ),
+        "box_roi_pool": MultiScaleRoIAlign(
+            featmap_names=[str(index) for index in range(len(names))],
+            output_size=recipe.roi_output_size,
+            sampling_ratio=2,
+        ),
+        "box_head": TwoMLPHead(256 * recipe.roi_output_size**2, 1024),
+        "box_predictor": FastRCNNPredictor(1024, num_classes),
+    }
+
+
+DESIGNS = {"c4": c4_heads, "fpn": fpn_heads}
+
+
 def build_detector(
     recipe: DetectionRecipe,
     num_classes: int,
@@ -132,57 +178,21 @@ def build_detector(
     image_std: list[float] | None = None,
 ) -> FasterRCNN:
     """Faster R-CNN (C4 or FPN per ``recipe.design``) around ``net``; ``num_classes`` counts the background."""
-    common = dict(
+    if recipe.design not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}, got {recipe.design!r}")
+    model = FasterRCNN(
+        **DESIGNS[recipe.design](recipe, net, num_classes),
         num_classes=None,
         min_size=recipe.min_size_train,
         max_size=recipe.max_size,
-        image_mean=list(image_mean or IMAGENET_MEAN),
-        image_std=list(image_std or IMAGENET_STD),
+        image_mean=list(image_mean or FAMILY_INPUTS["imagenet"].mean),  # a backbone from scratch: ImageNet's
+        image_std=list(image_std or FAMILY_INPUTS["imagenet"].std),
         rpn_pre_nms_top_n_train=recipe.rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=recipe.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=recipe.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_test=recipe.rpn_post_nms_top_n_test,
         box_batch_size_per_image=recipe.box_batch_size_per_image,
         box_detections_per_img=recipe.box_detections_per_img,
-    )
-    if recipe.design == "c4":
-        backbone = ResNetTrunk(net)
-        box_head = ResNetStageBoxHead(net)
-        anchors = AnchorGenerator(sizes=(tuple(recipe.anchor_sizes),), aspect_ratios=(tuple(recipe.aspect_ratios),))
-        roi_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=recipe.roi_output_size, sampling_ratio=0)
-        predictor = FastRCNNPredictor(box_head.out_channels, num_classes)
-    elif recipe.design == "fpn":
-        names = stage_names(net)
-        backbone = BackboneWithFPN(
-            net,
-            return_layers={name: str(index) for index, name in enumerate(names)},
-            in_channels_list=stage_channels(net),
-            out_channels=256,
-            extra_blocks=LastLevelMaxPool(),
-        )
-        levels = len(names) + 1
-        if len(recipe.anchor_sizes) != levels:
-            raise ValueError(f"FPN over {len(names)} stages has {levels} levels: give {levels} anchor sizes")
-        anchors = AnchorGenerator(
-            sizes=tuple((size,) for size in recipe.anchor_sizes),
-            aspect_ratios=(tuple(recipe.aspect_ratios),) * levels,
-        )
-        roi_pool = MultiScaleRoIAlign(
-            featmap_names=[str(index) for index in range(len(names))],
-            output_size=recipe.roi_output_size,
-            sampling_ratio=2,
-        )
-        box_head = TwoMLPHead(256 * recipe.roi_output_size**2, 1024)
-        predictor = FastRCNNPredictor(1024, num_classes)
-    else:
-        raise ValueError(f"design must be 'c4' or 'fpn', got {recipe.design!r}")
-    model = FasterRCNN(
-        backbone,
-        rpn_anchor_generator=anchors,
-        box_roi_pool=roi_pool,
-        box_head=box_head,
-        box_predictor=predictor,
-        **common,
     )
     model.transform.min_size = tuple(recipe.min_size_train)  # drawn per image in training (multi-scale)
     return model
@@ -192,3 +202,16 @@ def set_test_size(model: FasterRCNN, min_size: int, max_size: int) -> None:
     """Inference resizes the shorter side to ``min_size`` (torchvision uses min_size[-1] in eval mode)."""
     model.transform.min_size = (min_size,)
     model.transform.max_size = max_size
+
+
+@contextlib.contextmanager
+def evaluating(model: FasterRCNN, recipe: DetectionRecipe) -> Iterator[FasterRCNN]:
+    """The model in eval mode at the recipe's test size; training mode and sizes come back afterwards."""
+    was_training, sizes = model.training, (model.transform.min_size, model.transform.max_size)
+    set_test_size(model, recipe.min_size_test, recipe.max_size)
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.transform.min_size, model.transform.max_size = sizes
+        model.train(was_training)

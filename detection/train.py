@@ -1,275 +1,233 @@
-"""Train Faster R-CNN (C4 or FPN) on COCO from a classification checkpoint of training/ (or from scratch).
+"""Train Faster R-CNN (C4 or FPN) on COCO from a classification checkpoint of ``training`` (or from scratch).
 
-    python detection/train.py --coco-root ../shared/data/coco --backbone-checkpoint runs/r50/checkpoint.pt \\
-        --output-dir runs/det_r50 --recipe coco_resnet50_c4
-    torchrun --nproc_per_node 8 detection/train.py ...   # DDP when WORLD_SIZE > 1
+    python -m detection.train --recipe coco_resnet50_c4 --coco-root /data/coco \\
+        --backbone-checkpoint runs/r50/checkpoints/last.pt --output-dir runs/det_r50
+    torchrun --nproc_per_node 8 -m detection.train ...   # DDP
+
+The loop, logs, checkpoints and ``--resume`` are the shared engine's (``training.engine``), the same as
+``python -m training.train``; this file holds what is detection-specific: COCO data, the detector and its losses.
+After every epoch the detector is scored with COCOeval on the recipe's test split (and on the held-out
+``--val-split`` images, which then pick ``best.pt``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import json
 import math
 import os
-import sys
-import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python detection/train.py`: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from detection.checkpoint import FORMAT, detector_from_checkpoint, load_backbone, load_detection_checkpoint
+from detection.data import CocoDetectionDataset, DetectionBatches
+from detection.inference import coco_metrics
+from detection.model import build_detector, evaluating, fresh_backbone, prepare_backbone
+from detection.recipes import RECIPES, DetectionRecipe, get_recipe
+from detection.schedule import WarmupStepSchedule
+from training import cli, distributed, engine
+from training.checkpoint import seed_everything
+from training.plot import plot_losses
+from training.run_folder import RunFolder
 
-from detection.checkpoint import (  # noqa: E402
-    detector_from_checkpoint,
-    load_backbone,
-    load_detection_checkpoint,
-    save_detection_checkpoint,
-)
-from detection.data import CocoDetectionDataset, collate, train_transforms  # noqa: E402
-from detection.model import build_detector, fresh_backbone, prepare_backbone  # noqa: E402
-from detection.plots import plot_losses  # noqa: E402
-from detection.recipes import RECIPES, DetectionRecipe, get_recipe  # noqa: E402
-
-CHECKPOINT_NAME = "checkpoint.pt"
+RUN_OPTIONS = ("batch_size", "lr", "seed", "max_train_samples", "val_split")
+SUBSET_SEED = 0  # fixed, so --val-split holds out the same images whatever --seed is
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command line; recipe fields can be overridden one by one with --set KEY=VALUE."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the shared run flags, the backbone source, and every recipe field as a typed flag."""
+    parser = argparse.ArgumentParser(
+        prog="python -m detection.train",
+        description="Train Faster R-CNN on COCO. Recipes: " + ", ".join(RECIPES),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--recipe", default="coco_resnet50_c4", choices=sorted(RECIPES))
     parser.add_argument("--coco-root", default=os.environ.get("RESNET_LAB_COCO"), help="COCO folder (standard layout)")
-    parser.add_argument("--split", default=None, help="training split (default: the recipe's train_split)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--backbone-checkpoint", help="classification checkpoint written by training/")
-    source.add_argument("--from-scratch", action="store_true", help="random backbone (needs --arch or the recipe's)")
-    parser.add_argument("--arch", default=None, help="backbone for --from-scratch (e.g. resnet50, cifar_resnet20)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--resume", nargs="?", const="auto", default=None, help="checkpoint to resume (bare: latest)")
-    parser.add_argument("--batch-size", type=int, default=None, help="total over processes (default: recipe)")
-    parser.add_argument("--lr", type=float, default=None, help="default: 0.02 x batch / 16")
-    parser.add_argument("--max-iters", type=int, default=None, help="default: recipe (lr steps scale with it)")
-    parser.add_argument("--warmup-iters", type=int, default=None, help="linear warm-up length (default: recipe)")
-    parser.add_argument("--min-size", type=int, nargs="+", default=None, help="training shorter sides (multi-scale)")
-    parser.add_argument("--max-size", type=int, default=None, help="longest side cap")
-    parser.add_argument("--max-train-images", type=int, default=None, help="train on the first N images only")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any recipe field")
-    parser.add_argument("--checkpoint-every", type=int, default=1000, help="iterations between checkpoints")
-    parser.add_argument("--log-every", type=int, default=1, help="iterations between metrics.jsonl lines")
-    parser.add_argument("--workers", type=int, default=2, help="data loading processes")
-    parser.add_argument("--seed", type=int, default=0, help="sampling and initialisation seed")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    return parser.parse_args(argv)
+    source.add_argument("--backbone-checkpoint", help="classification checkpoint written by training.train")
+    source.add_argument("--from-scratch", action="store_true", help="random backbone (--arch or the recipe's)")
+    cli.add_run_arguments(parser)
+    cli.add_recipe_arguments(parser, DetectionRecipe, skip=("name", "batch_size"))
+    return parser
 
 
-def recipe_from_args(args: argparse.Namespace) -> DetectionRecipe:
-    """The named recipe with CLI overrides applied."""
-    recipe = get_recipe(args.recipe).override(
-        arch=args.arch,
-        batch_size=args.batch_size,
-        max_iters=args.max_iters,
-        warmup_iters=args.warmup_iters,
-        min_size_train=tuple(args.min_size) if args.min_size else None,
-        min_size_test=args.min_size[-1] if args.min_size else None,
-        max_size=args.max_size,
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Train; returns the last epoch's metrics row."""
+    args = build_parser().parse_args(argv)
+    if not args.coco_root:
+        raise SystemExit("--coco-root is required (the folder holding annotations/ and the split folders)")
+    context = distributed.setup(args.device, fixed_input_sizes=False)  # images differ in size
+    try:
+        return _train(args, context)
+    finally:
+        distributed.cleanup()
+
+
+def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, Any]:
+    run = RunFolder(args.output_dir)
+    run.check_start(args.resume)
+    resumed = load_detection_checkpoint(run.last) if args.resume else None
+    options = _run_options(args, resumed)
+    recipe = _recipe(args, resumed)
+    seed_everything(options.get("seed", 0) + context.rank)
+    train_set, val_set, test_set = _datasets(args.coco_root, recipe, options, args.max_eval_samples)
+    model, backbone, recipe = _model(args, recipe, resumed, train_set.categories.num_classes)
+    task = build_task(args, recipe, model, backbone, (train_set, val_set, test_set), options, context)
+    plan = engine.Plan(
+        math.ceil(recipe.max_iters / task.steps_per_epoch), recipe.max_iters, args.log_every, args.stop_after_epochs
     )
-    if args.max_iters and args.warmup_iters is None:  # short runs: keep the warm-up a quarter of the run at most
-        recipe = dataclasses.replace(recipe, warmup_iters=min(recipe.warmup_iters, max(1, args.max_iters // 4)))
-    fields = {field.name: field for field in dataclasses.fields(DetectionRecipe)}
-    for item in args.set:
-        key, separator, text = item.partition("=")
-        if not separator or key not in fields:
-            raise SystemExit(f"--set expects KEY=VALUE with KEY one of: {', '.join(fields)}; got {item!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # plain strings such as norm=batch
-        recipe = dataclasses.replace(recipe, **{key: tuple(value) if isinstance(value, list) else value})
-    return recipe
+    if context.is_main:
+        print(
+            f"training {recipe.name} ({recipe.arch}, {recipe.design}) on {len(train_set)} images, batch "
+            f"{recipe.batch_size}, lr {task.schedule.base_lr:g}, {recipe.max_iters} iterations ({plan.epochs} "
+            f"epochs), lr steps at {recipe.milestones()}, output {run.root}",
+            flush=True,
+        )
+    row = engine.fit(task, plan, run, context, resumed)
+    if context.is_main:
+        plot_losses(run.root, run.root / "loss.png")
+        print(f"evaluate with: python detection/eval_coco.py --checkpoint {run.last} --coco-root {args.coco_root}")
+    return row
 
 
-def lr_factor(iteration: int, recipe: DetectionRecipe, milestones: list[int]) -> float:
-    """Linear warm-up, then a step schedule (x lr_gamma at each milestone)."""
-    warmup = 1.0
-    if iteration < recipe.warmup_iters:
-        alpha = iteration / recipe.warmup_iters
-        warmup = recipe.warmup_factor * (1 - alpha) + alpha
-    return warmup * recipe.lr_gamma ** sum(iteration >= step for step in milestones)
+def _run_options(args: argparse.Namespace, resumed: dict[str, Any] | None) -> dict[str, Any]:
+    """Run options given now, over those the resumed run was started with."""
+    given = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) is not None}
+    return {**resumed["run"]["overrides"], **given} if resumed is not None else given
 
 
-def setup_distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); a process group only when torchrun says WORLD_SIZE > 1."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, 0
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    return dist.get_rank(), world_size, local_rank
+def _recipe(args: argparse.Namespace, resumed: dict[str, Any] | None) -> DetectionRecipe:
+    """The named (or resumed) recipe with the fields given now; a new short run keeps its warm-up to a quarter."""
+    given = cli.recipe_overrides(args, DetectionRecipe)
+    if resumed is None:
+        recipe = get_recipe(args.recipe).override(**given)
+        if "max_iters" in given and "warmup_iters" not in given:
+            recipe = recipe.override(warmup_iters=min(recipe.warmup_iters, max(1, recipe.max_iters // 4)))
+        return recipe
+    if resumed["recipe"]["name"] != args.recipe:
+        raise SystemExit(f"--resume: the run was trained with recipe {resumed['recipe']['name']!r}")
+    return DetectionRecipe.from_dict(resumed["recipe"]).override(**given)
 
 
-def build_model(args: argparse.Namespace, recipe: DetectionRecipe, num_classes: int) -> tuple[Any, dict, Any]:
-    """Detector from a classification checkpoint or from scratch; returns (model, backbone info, recipe)."""
+def _datasets(
+    coco_root: str, recipe: DetectionRecipe, options: dict[str, Any], max_eval: int | None
+) -> tuple[CocoDetectionDataset, CocoDetectionDataset | None, CocoDetectionDataset]:
+    """Training images (minus the held-out validation ones) with flips, and the evaluation sets."""
+    train = CocoDetectionDataset(coco_root, recipe.train_split, recipe.horizontal_flip, options.get("seed", 0))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SUBSET_SEED)).tolist()
+    held_out = options.get("val_split") or 0
+    if not 0 <= held_out < len(train):
+        raise SystemExit(f"--val-split must be in [0, {len(train)}), got {held_out}")
+    val_ids = sorted(train.image_ids[index] for index in order[:held_out])
+    train_ids = sorted(train.image_ids[index] for index in order[held_out:])[: options.get("max_train_samples")]
+    test = CocoDetectionDataset(coco_root, recipe.test_split)
+    val = CocoDetectionDataset(coco_root, recipe.train_split).subset(val_ids[:max_eval]) if held_out else None
+    return train.subset(train_ids), val, test.subset(test.image_ids[:max_eval])
+
+
+def _model(
+    args: argparse.Namespace, recipe: DetectionRecipe, resumed: dict[str, Any] | None, num_classes: int
+) -> tuple[nn.Module, dict[str, Any], DetectionRecipe]:
+    """The detector, what its checkpoint keeps about the backbone, and the recipe (whose ``arch`` a backbone
+    checkpoint sets), from a resumed run, a classification checkpoint or scratch."""
+    if resumed is not None:
+        model, _ = detector_from_checkpoint(resumed)
+        kept = {key: resumed[key] for key in ("arch", "model_options", "image_mean", "image_std", "backbone")}
+        return model, kept, recipe
     if args.backbone_checkpoint:
-        net, info = load_backbone(args.backbone_checkpoint)
-        if args.arch and args.arch != info["arch"]:
-            raise SystemExit(f"--arch {args.arch} disagrees with the backbone checkpoint's {info['arch']}")
-        recipe = dataclasses.replace(recipe, arch=info["arch"])
+        net, backbone = load_backbone(args.backbone_checkpoint)
+        if args.arch and args.arch != backbone["arch"]:
+            raise SystemExit(f"--arch {args.arch} disagrees with the backbone checkpoint's {backbone['arch']}")
+        recipe = recipe.override(arch=backbone["arch"])
         net = prepare_backbone(net, recipe)
     elif args.from_scratch:
-        info = {"arch": recipe.arch, "model_options": {}, "image_mean": None, "image_std": None, "backbone": "scratch"}
+        backbone = {"arch": recipe.arch, "model_options": {}, "image_mean": None, "image_std": None}
+        backbone["backbone"] = "scratch"
         net = fresh_backbone(recipe.arch, {}, recipe)
     else:
         raise SystemExit(
             "say where the backbone comes from: --backbone-checkpoint FILE (a classification checkpoint written by "
             "`python -m training.train`) or --from-scratch"
         )
-    model = build_detector(recipe, num_classes, net, info["image_mean"], info["image_std"])
-    info["image_mean"] = list(model.transform.image_mean)
-    info["image_std"] = list(model.transform.image_std)
-    return model, info, recipe
+    model = build_detector(recipe, num_classes, net, backbone["image_mean"], backbone["image_std"])
+    backbone |= {"image_mean": list(model.transform.image_mean), "image_std": list(model.transform.image_std)}
+    return model, backbone, recipe
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Train; returns the path of the final checkpoint."""
-    args = parse_args(argv)
-    if not args.coco_root:
-        raise SystemExit("--coco-root is required (the folder holding annotations/ and the split folders)")
-    rank, world_size, local_rank = setup_distributed()
-    device = torch.device(f"cuda:{local_rank}" if args.device == "cuda" else args.device)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # ~10x slower CPU training otherwise
-    torch.manual_seed(args.seed + rank)
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 
-    resume_path = None
-    if args.resume:
-        resume_path = output_dir / CHECKPOINT_NAME if args.resume == "auto" else Path(args.resume)
-    resumed = load_detection_checkpoint(resume_path) if resume_path else None
 
-    recipe = recipe_from_args(args)
-    if resumed is not None:
-        recipe = DetectionRecipe.from_dict(resumed["recipe"]).override(max_iters=args.max_iters)
-    dataset = CocoDetectionDataset(
-        args.coco_root, args.split or recipe.train_split, train_transforms(recipe.horizontal_flip)
-    )
-    if args.max_train_images:
-        dataset.subset(args.max_train_images)
+def loss_step(train_model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[Batch], engine.StepStats]:
+    """One SGD step on the sum of Faster R-CNN's four losses; the statistics are each loss summed over images."""
 
-    if resumed is not None:
-        model, _ = detector_from_checkpoint(resumed)
-        info = {key: resumed[key] for key in ("arch", "model_options", "image_mean", "image_std", "backbone")}
-        if resumed["category_ids"] != dataset.categories.category_ids:
-            raise SystemExit(f"{resume_path} was trained on other categories than {args.coco_root}")
-    else:
-        model, info, recipe = build_model(args, recipe, dataset.categories.num_classes)
-    model.to(device)
+    def step(batch: Batch) -> engine.StepStats:
+        images, targets = batch
+        losses = train_model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise SystemExit(f"the loss became {loss.item()}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        count = torch.tensor(float(len(images)), device=loss.device)
+        return {"loss": loss.detach() * count, **{k: v.detach() * count for k, v in losses.items()}, "images": count}
 
-    if recipe.batch_size % world_size:
-        raise SystemExit(f"batch size {recipe.batch_size} is not divisible by {world_size} processes")
-    per_process_batch = recipe.batch_size // world_size
-    lr = args.lr or recipe.scaled_lr()
-    milestones = recipe.milestones()
+    return step
+
+
+def build_task(
+    args: argparse.Namespace,
+    recipe: DetectionRecipe,
+    model: nn.Module,
+    backbone: dict[str, Any],
+    datasets: tuple[CocoDetectionDataset, CocoDetectionDataset | None, CocoDetectionDataset],
+    options: dict[str, Any],
+    context: distributed.Context,
+) -> engine.Task:
+    """The detection side of the engine: SGD on the trainable parameters, warm-up + steps, losses, COCOeval."""
+    train_set, val_set, test_set = datasets
+    if recipe.batch_size % context.world_size:
+        raise SystemExit(f"batch size {recipe.batch_size} is not divisible by {context.world_size} processes")
+    model.to(context.device)
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, recipe, milestones))
-    start_iteration = 0
-    if resumed is not None:
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        start_iteration = int(resumed["iteration"])
-        torch.set_rng_state(resumed["rng"])
+    base_lr = options.get("lr") or recipe.scaled_lr()
+    optimizer = torch.optim.SGD(parameters, lr=base_lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    train_model = distributed.wrap(model, context, sync_batchnorm=recipe.norm == "batch")
+    batches = DetectionBatches(train_set, recipe.batch_size // context.world_size, context, args.workers)
 
-    train_model = model
-    if world_size > 1:
-        if recipe.norm == "batch" and device.type == "cuda":  # trainable BN: statistics over the whole batch
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None
-        )
+    def evaluate() -> dict[str, float]:
+        sets = {"val": val_set, "test": test_set} if val_set is not None else {"test": test_set}
+        metrics: dict[str, float] = {}
+        with evaluating(model, recipe):
+            for name, dataset in sets.items():
+                metrics |= coco_metrics(model, dataset, context, name, args.workers)
+        return metrics
 
-    def state(iteration: int) -> dict[str, Any]:
+    def describe() -> dict[str, Any]:
+        categories = train_set.categories
         return {
-            **info,
+            **backbone,
             "recipe": recipe.to_dict(),
-            "model": model.state_dict(),
-            "category_ids": dataset.categories.category_ids,
-            "category_names": dataset.categories.names,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "iteration": iteration,
-            "rng": torch.get_rng_state(),
+            "category_ids": categories.category_ids,
+            "category_names": categories.names,
         }
 
-    log_path = output_dir / "metrics.jsonl"
-    if rank == 0:
-        print(
-            f"training {recipe.name} ({info['arch']}, {recipe.design}) on {len(dataset)} images, "
-            f"batch {recipe.batch_size}, lr {lr:g}, {recipe.max_iters} iterations, lr steps at {milestones}"
-        )
-    model.train()
-    iteration = start_iteration
-    epoch = start_iteration * recipe.batch_size // max(1, len(dataset))
-    progress = tqdm(total=recipe.max_iters, initial=iteration, disable=rank != 0, desc="train", unit="it")
-    started = time.time()
-    while iteration < recipe.max_iters:
-        if world_size > 1:
-            sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed)
-            sampler.set_epoch(epoch)
-        else:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed + epoch))
-        loader = DataLoader(
-            dataset, batch_size=per_process_batch, sampler=sampler, num_workers=args.workers, collate_fn=collate
-        )
-        for images, targets in loader:
-            if iteration >= recipe.max_iters:
-                break
-            images = [image.to(device) for image in images]
-            targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
-            losses = train_model(images, targets)
-            loss = sum(losses.values())
-            if not math.isfinite(loss.item()):
-                raise SystemExit(f"loss became {loss.item()} at iteration {iteration}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            iteration += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-            if rank == 0 and (iteration % args.log_every == 0 or iteration == recipe.max_iters):
-                record = {
-                    "iteration": iteration,
-                    "epoch": epoch,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "loss": loss.item(),
-                    **{name: value.item() for name, value in losses.items()},
-                    "seconds": round(time.time() - started, 3),
-                }
-                with log_path.open("a") as stream:
-                    stream.write(json.dumps(record) + "\n")
-            if rank == 0 and iteration % args.checkpoint_every == 0:
-                save_detection_checkpoint(state(iteration), output_dir / CHECKPOINT_NAME)
-        epoch += 1
-    progress.close()
-    final = output_dir / CHECKPOINT_NAME
-    if rank == 0:
-        save_detection_checkpoint(state(iteration), final)
-        if log_path.is_file():
-            plot_losses(log_path, output_dir / "loss.png")
-        print(f"saved {final}; evaluate with: python detection/eval_coco.py --checkpoint {final} --coco-root DIR")
-    if world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return final
+    return engine.Task(
+        model=model,
+        optimizer=optimizer,
+        schedule=WarmupStepSchedule(optimizer, recipe, base_lr),
+        epoch_batches=batches.epoch,
+        steps_per_epoch=len(batches),
+        step=loss_step(train_model, optimizer),
+        evaluate=evaluate,
+        checkpoint_format=FORMAT,
+        describe=describe,
+        selection=engine.Selection("val_AP", lower_is_better=False) if val_set is not None else None,
+        train_module=train_model,
+        run_info={"overrides": options},
+    )
 
 
 if __name__ == "__main__":

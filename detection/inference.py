@@ -1,0 +1,62 @@
+"""Run a detector over a COCO split and score it: what training's evaluation and ``eval_coco.py`` share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from detection.coco_eval import evaluate
+from detection.data import CategoryMap, CocoDetectionDataset, collate
+from training import distributed
+from training.distributed import Context
+
+
+def to_coco_results(outputs: list[dict[str, torch.Tensor]], image_ids: list[int], categories: CategoryMap) -> list:
+    """Detector outputs (xyxy, contiguous labels) -> COCO results (xywh, original category ids)."""
+    results = []
+    for output, image_id in zip(outputs, image_ids, strict=True):
+        boxes = output["boxes"].tolist()
+        for (x1, y1, x2, y2), label, score in zip(
+            boxes, output["labels"].tolist(), output["scores"].tolist(), strict=True
+        ):
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": categories.to_category_id(int(label)),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(score), 5),
+                }
+            )
+    return results
+
+
+@torch.no_grad()
+def detect(
+    model: torch.nn.Module,
+    dataset: CocoDetectionDataset,
+    context: Context,
+    batch_size: int = 1,
+    workers: int = 0,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """COCO results of ``model`` (in eval mode) on every image of ``dataset``, gathered from all ranks."""
+    shard = Subset(dataset, distributed.shard(len(dataset), context))
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    results: list[dict[str, Any]] = []
+    for images, targets in tqdm(loader, desc="detect", unit="batch", disable=not progress, leave=False):
+        outputs = model([image.to(context.device) for image in images])
+        outputs = [{key: value.cpu() for key, value in output.items()} for output in outputs]
+        results += to_coco_results(outputs, [target["image_id"] for target in targets], dataset.categories)
+    return distributed.all_gather(results, context)
+
+
+def coco_metrics(
+    model: torch.nn.Module, dataset: CocoDetectionDataset, context: Context, prefix: str, workers: int = 0
+) -> dict[str, float]:
+    """``{prefix}_AP``, ``{prefix}_AP50``, ... of ``model`` on ``dataset`` (COCOeval over its images)."""
+    results = detect(model, dataset, context, workers=workers)
+    metrics, _ = evaluate(dataset.coco, results, dataset.image_ids)
+    return {f"{prefix}_{key}": value for key, value in metrics.items()}
