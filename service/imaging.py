@@ -1,15 +1,19 @@
-"""Upload bytes -> uint8 CHW pixels, exactly the training eval transform, with PIL and numpy only.
+"""The one image loader of resnet-lab, with PIL and numpy only: serving, evaluation and export checks all use it.
 
-Decode (first frame), apply EXIF orientation, convert to RGB, resize the shorter side to ``resize_size``
-(bilinear with antialiasing: PIL's resize, which is what torchvision v2 ``Resize`` runs on PIL images), centre
-crop ``crop_size`` (torchvision's anchor rounding and zero padding). Bad uploads raise ``ImageRejected`` with
-the HTTP status to answer; nothing here allocates more than the pixel limit allows.
+``load_rgb`` decodes the first frame, applies the EXIF orientation and converts any mode to RGB, so the same file
+gives the same pixels everywhere. ``preprocess`` then resizes the shorter side to ``resize_size`` (bilinear with
+antialiasing: PIL's resize, which is what torchvision v2 ``Resize`` runs on PIL images) and centre-crops
+``crop_size`` (torchvision's anchor rounding and zero padding): the classifiers' eval transform. Bad uploads raise
+``ImageRejected`` with the HTTP status to answer; nothing here allocates more than the pixel limit allows.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,44 +21,62 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 # Beyond this many pixels after the resize, resize only the region the centre crop keeps (1x4000 strips).
 MAX_RESIZED_PIXELS = 16_000_000
+# What PIL's decoders raise on broken or hostile files (plugins use all of these). Anything else is our bug or
+# the machine's (MemoryError) and must surface as a server error, not as the client's fault.
+DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
+Source = bytes | str | os.PathLike
 
 
 class ImageRejected(ValueError):
-    """An upload we refuse, with the HTTP status to answer."""
+    """An image we refuse, with the HTTP status to answer."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode the first frame of ``data`` as RGB after EXIF orientation; refuse bombs before allocating."""
-    if not data:
+def set_pixel_limit(max_pixels: int) -> None:
+    """Make PIL's own decompression-bomb limit ours, so neither caps the other (call once per process)."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def load_rgb(source: Source, max_pixels: int | None = None) -> Image.Image:
+    """Decode the first frame of ``source`` (bytes or a path) as RGB after EXIF orientation.
+
+    Images over ``max_pixels`` (default: PIL's limit) are refused from their header, before any pixel is decoded.
+    """
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS or 0
+    if isinstance(source, bytes) and not source:
         raise ImageRejected("empty upload: the `image` field holds no bytes")
+    stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+    with stream:
+        image = _open(stream, limit)
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise ImageRejected(f"image has no pixels ({width}x{height})")
+        if limit and width * height > limit:
+            pixels = f"{width}x{height} = {width * height:,} pixels"
+            raise ImageRejected(f"image is {pixels}, over the limit of {limit:,}", 413)
+        try:
+            image.seek(0)  # animated formats: the first frame
+            image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+        except DECODER_ERRORS as error:  # truncated data, bad EXIF, unsupported sub-formats
+            raise ImageRejected(f"cannot decode the image: {error.__class__.__name__}: {str(error)[:200]}") from None
+
+
+def _open(stream: io.IOBase, limit: int) -> Image.Image:
+    """``Image.open`` (reads the header only), its errors mapped to ``ImageRejected``."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRejected(f"image declares more than {max_pixels:,} pixels; refused", 413) from None
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked next
+            return Image.open(stream)
+    except Image.DecompressionBombError:
+        raise ImageRejected(f"image declares more than {limit:,} pixels; refused", 413) from None
     except UnidentifiedImageError:
         raise ImageRejected("not an image: expected JPEG, PNG, GIF, WebP, BMP or TIFF bytes") from None
-    except Exception as error:  # corrupt headers raise assorted types
+    except DECODER_ERRORS as error:  # corrupt headers raise assorted types
         raise ImageRejected(f"cannot read the image header ({error.__class__.__name__})") from None
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageRejected(f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageRejected(
-            f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}", 413
-        )
-    try:
-        image.seek(0)  # animated formats: the first frame
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
-    except Exception as error:  # truncated data, bad EXIF, unsupported sub-formats
-        raise ImageRejected(f"cannot decode the image: {error.__class__.__name__}: {str(error)[:200]}") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -108,7 +130,6 @@ def to_chw(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def preprocess(data: bytes, resize_size: int, crop_size: int, max_pixels: int) -> np.ndarray:
-    """Upload bytes -> uint8 ``[3, crop, crop]``, the training eval transform."""
-    image = open_image(data, max_pixels)
-    return to_chw(resize_and_crop(image, resize_size, crop_size))
+def preprocess(source: Source, resize_size: int, crop_size: int, max_pixels: int | None = None) -> np.ndarray:
+    """Image bytes or file -> uint8 ``[3, crop, crop]``, the classifiers' eval transform."""
+    return to_chw(resize_and_crop(load_rgb(source, max_pixels), resize_size, crop_size))

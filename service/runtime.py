@@ -1,21 +1,30 @@
-"""The exported ONNX classifier in ONNX Runtime: which file, which providers, its metadata, batched logits."""
+"""Exported ONNX files in ONNX Runtime: which file, which providers, its metadata (``service.contract``), logits."""
 
 from __future__ import annotations
 
 import ctypes
 import glob
-import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from service.contract import (
+    BENTO_MODEL_NAMES,
+    CLASSIFICATION,
+    INPUT_NAME,
+    ONNX_FILE_NAME,
+    OUTPUT_NAMES,
+    ContractError,
+    ModelMetadata,
+)
+from service.settings import Settings
+
 SERVICE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = SERVICE_DIR / "default_model" / "model.onnx"
-ONNX_FILE_NAME = "model.onnx"
 logger = logging.getLogger("bentoml.resnet_lab")
 
 
@@ -23,12 +32,11 @@ class ModelNotFound(RuntimeError):
     """No usable model: the message says how to provide one."""
 
 
-def resolve_model(value: str | None = None) -> Path:
-    """``RESNET_LAB_MODEL`` (a .onnx path or a BentoML model-store tag), else the embedded default model."""
-    value = value if value is not None else os.environ.get("RESNET_LAB_MODEL", "")
+def resolve_model(value: str) -> Path:
+    """A .onnx path or a BentoML model-store tag; empty: the embedded default model."""
     how = (
-        "export one with `python -m training.export --checkpoint FILE --output model.onnx` and start with "
-        "RESNET_LAB_MODEL=model.onnx (or a model-store tag such as resnet-classifier:latest)"
+        "export one with `python -m export --checkpoint FILE --output model.onnx` and start with "
+        f"RESNET_LAB_MODEL=model.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[CLASSIFICATION]}:latest)"
     )
     if not value:
         if DEFAULT_MODEL.is_file():
@@ -61,14 +69,28 @@ def gpu_present() -> bool:
     return True
 
 
-def choose_providers() -> list[str]:
-    """CUDA then CPU where a GPU exists; CPU alone otherwise (keeps ORT's CUDA-load errors out of the log)."""
-    wanted = os.environ.get("RESNET_LAB_PROVIDERS", "")
+def choose_providers(wanted: str = "") -> list[str]:
+    """``wanted`` (comma-separated), else CUDA then CPU where a GPU exists, else CPU alone (keeps ORT's CUDA-load
+    errors out of the log)."""
     if wanted:
         return [name.strip() for name in wanted.split(",") if name.strip()]
     if gpu_present() and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def open_session(path: Path, settings: Settings) -> ort.InferenceSession:
+    """An ORT session with the service's thread settings."""
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = settings.ort_threads
+    options.inter_op_num_threads = 1
+    # ORT's default: workers spin briefly after a run. Measured here, turning it off cost 2-3 ms per request
+    # at concurrency 1 and bought no throughput at 32.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spin else "0")
+    return ort.InferenceSession(str(path), options, providers=choose_providers(settings.providers))
 
 
 @dataclass
@@ -77,42 +99,20 @@ class OnnxClassifier:
 
     session: ort.InferenceSession
     path: Path
-    labels: list[str]
-    resize_size: int
-    crop_size: int
-    model_name: str
-    source_sha256: str
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: ModelMetadata
 
     @classmethod
-    def load(cls, path: str | os.PathLike, providers: list[str] | None = None) -> OnnxClassifier:
-        """Open ``path``; a file without resnet-lab metadata is refused with a clear message."""
+    def load(cls, path: str | os.PathLike, settings: Settings) -> OnnxClassifier:
+        """Open ``path``; a file that is not a resnet-lab classifier is refused with a clear message."""
         path = Path(path)
-        ort.set_default_logger_severity(3)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = int(os.environ.get("RESNET_LAB_ORT_THREADS", "0"))  # 0: ORT picks (one per core)
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # ORT's default: workers spin briefly after a run. Measured here, turning it off cost 2-3 ms per request
-        # at concurrency 1 and bought no throughput at 32; RESNET_LAB_ORT_SPIN=0 turns it off.
-        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("RESNET_LAB_ORT_SPIN", "1"))
-        session = ort.InferenceSession(str(path), options, providers=providers or choose_providers())
-        props = session.get_modelmeta().custom_metadata_map
-        missing = [key for key in ("labels", "resize_size", "crop_size") if key not in props]
-        if missing:
-            raise ModelNotFound(f"{path} lacks metadata {missing}; export it with `python -m training.export`")
-        return cls(
-            session=session,
-            path=path,
-            labels=list(json.loads(props["labels"])),
-            resize_size=int(props["resize_size"]),
-            crop_size=int(props["crop_size"]),
-            model_name=props.get("model_name", path.stem),
-            source_sha256=props.get("source_sha256", ""),
-            metadata=dict(props),
-        )
+        session = open_session(path, settings)
+        try:
+            metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
+        except ContractError as error:
+            raise ModelNotFound(str(error)) from None
+        if metadata.task != CLASSIFICATION:
+            raise ModelNotFound(f"{path} is a {metadata.task} model; RESNET_LAB_MODEL takes a classifier")
+        return cls(session=session, path=path, metadata=metadata)
 
     @property
     def providers(self) -> list[str]:
@@ -121,7 +121,7 @@ class OnnxClassifier:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8 ``[N, 3, crop, crop]`` -> float32 ``[N, num_classes]``."""
-        return self.session.run(["logits"], {"images": images})[0]
+        return self.session.run(list(OUTPUT_NAMES[CLASSIFICATION]), {INPUT_NAME: images})[0]
 
 
 def softmax_top_k(logits: np.ndarray, k: int) -> list[tuple[int, float]]:

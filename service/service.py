@@ -1,9 +1,8 @@
 """BentoML service: ``POST /classify`` an image upload with an exported ResNet on ONNX Runtime (no torch).
 
 Each request is decoded in its own handler (threads, PIL releases the GIL), then waits in BentoML's adaptive
-batching queue (its ``CorkDispatcher``, with the batchable ``infer`` API's settings), which merges concurrent
-requests into one session run. The queue is fed in-process: calling ``infer`` through ``self.to_async`` would
-serialise every image to JSON and pass it through the whole ASGI stack a second time (~5 ms CPU per request).
+batching queue (``service.batching``), which merges concurrent requests into one session run. Settings come from
+``RESNET_LAB_*`` variables (``service.settings``).
 
     RESNET_LAB_MODEL=model.onnx bentoml serve            # from the repo root; bentofile.yaml names this service
     curl -F image=@cat.jpg -F top_k=3 http://127.0.0.1:3000/classify
@@ -11,8 +10,6 @@ serialise every image to JSON and pass it through the whole ASGI stack a second 
 
 from __future__ import annotations
 
-import base64
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -22,34 +19,23 @@ from typing import Any
 import anyio
 import bentoml
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher  # BentoML's adaptive batching (bentoml<1.5 pinned)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.imaging import ImageRejected, preprocess
+from service import imaging
+from service.batching import batching_queue
 from service.limits import BodySizeLimit
 from service.runtime import ModelNotFound, OnnxClassifier, logger, resolve_model, softmax_top_k
+from service.settings import Settings
 
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    try:
-        return int(value) if value else default
-    except ValueError:
-        raise SystemExit(f"{name}={value!r} must be an integer") from None
-
-
-MAX_BATCH_SIZE = _env_int("RESNET_LAB_MAX_BATCH_SIZE", 32)
-MAX_LATENCY_MS = _env_int("RESNET_LAB_MAX_LATENCY_MS", 20_000)
-MAX_UPLOAD_BYTES = _env_int("RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
-MAX_IMAGE_PIXELS = _env_int("RESNET_LAB_MAX_IMAGE_PIXELS", 50_000_000)
-DECODE_THREADS = _env_int("RESNET_LAB_DECODE_THREADS", os.cpu_count() or 1)
+SETTINGS = Settings.from_env()
 try:  # resolved at import so `bentoml serve` stops at once with the reason, instead of restarting workers
-    MODEL_PATH = resolve_model()
+    MODEL_PATH = resolve_model(SETTINGS.model)
 except ModelNotFound as missing:
     raise SystemExit(f"resnet-lab service: {missing}") from None
+imaging.set_pixel_limit(SETTINGS.max_image_pixels)
 
 _current: ResNetClassifier | None = None
 BATCH_SIZE_HISTOGRAM = bentoml.metrics.Histogram(
@@ -65,7 +51,7 @@ class Overloaded(RuntimeError):
 
 
 def _overloaded() -> np.ndarray:
-    raise Overloaded(f"server overloaded: no answer within max_latency_ms={MAX_LATENCY_MS}; retry later")
+    raise Overloaded(f"server overloaded: no answer within max_latency_ms={SETTINGS.max_latency_ms}; retry later")
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -94,26 +80,25 @@ class ResNetClassifier:
 
     def __init__(self) -> None:
         global _current
-        path = MODEL_PATH
-        self.model = OnnxClassifier.load(path)
+        self.settings = SETTINGS
+        self.model = OnnxClassifier.load(MODEL_PATH, SETTINGS)
+        self.labels = self.model.metadata.labels
         self._decode_limiter: anyio.CapacityLimiter | None = None
-        self._enqueue = CorkDispatcher(
-            max_latency_in_ms=MAX_LATENCY_MS,
-            max_batch_size=MAX_BATCH_SIZE,
-            fallback=_overloaded,
-            get_batch_size=lambda _: 1,  # one image per queued request
-        )(self._run_queued_batch)
+        self._enqueue = batching_queue(
+            self._run_queued_batch, SETTINGS.max_batch_size, SETTINGS.max_latency_ms, _overloaded
+        )
         self._stats_lock = threading.Lock()
         self.batch_sizes: dict[int, int] = {}
         self.seconds = {"decode": 0.0, "infer_call": 0.0, "ort": 0.0}  # totals, for the means in /info
         self.requests = 0
+        metadata = self.model.metadata
         logger.info(
             "resnet-lab serving %s from %s: %d labels, resize %d, crop %d, ONNX Runtime providers in use %s",
-            self.model.model_name,
-            path,
-            len(self.model.labels),
-            self.model.resize_size,
-            self.model.crop_size,
+            metadata.model_name,
+            MODEL_PATH,
+            len(self.labels),
+            metadata.resize_size,
+            metadata.crop_size,
             self.model.providers,
         )
         _current = self
@@ -124,16 +109,17 @@ class ResNetClassifier:
             sizes = dict(sorted(self.batch_sizes.items()))
             seconds, requests = dict(self.seconds), self.requests
         batches = sum(sizes.values())
+        metadata, settings = self.model.metadata, self.settings
         return {
-            "model": self.model.model_name,
+            "model": metadata.model_name,
             "model_path": str(self.model.path),
-            "source_sha256": self.model.source_sha256,
-            "num_labels": len(self.model.labels),
-            "resize_size": self.model.resize_size,
-            "crop_size": self.model.crop_size,
+            "source_sha256": metadata.source_sha256,
+            "num_labels": len(self.labels),
+            "resize_size": metadata.resize_size,
+            "crop_size": metadata.crop_size,
             "providers": self.model.providers,
-            "batching": {"max_batch_size": MAX_BATCH_SIZE, "max_latency_ms": MAX_LATENCY_MS},
-            "limits": {"max_upload_bytes": MAX_UPLOAD_BYTES, "max_image_pixels": MAX_IMAGE_PIXELS},
+            "batching": {"max_batch_size": settings.max_batch_size, "max_latency_ms": settings.max_latency_ms},
+            "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_image_pixels": settings.max_image_pixels},
             "batches": {
                 "count": sum(sizes.values()),
                 "images": sum(size * count for size, count in sizes.items()),
@@ -148,23 +134,24 @@ class ResNetClassifier:
         }
 
     def _decode(self, upload: Path) -> np.ndarray:
-        return preprocess(upload.read_bytes(), self.model.resize_size, self.model.crop_size, MAX_IMAGE_PIXELS)
+        metadata = self.model.metadata
+        return imaging.preprocess(upload.read_bytes(), metadata.resize_size, metadata.crop_size)
 
     @bentoml.api(route="/classify")
     async def classify(self, image: Path, top_k: int = 5) -> dict[str, Any]:
         """Classify one uploaded image (multipart field ``image``); the ``top_k`` most likely classes."""
-        num_labels = len(self.model.labels)
+        num_labels = len(self.labels)
         if not 1 <= top_k <= num_labels:
             return error(400, f"top_k must be between 1 and {num_labels}, got {top_k}")
         size = image.stat().st_size
-        if size > MAX_UPLOAD_BYTES:
-            return error(413, f"upload too large: {size:,} bytes, the limit is {MAX_UPLOAD_BYTES:,}")
+        if size > self.settings.max_upload_bytes:
+            return error(413, f"upload too large: {size:,} bytes, the limit is {self.settings.max_upload_bytes:,}")
         started = time.perf_counter()
         if self._decode_limiter is None:
-            self._decode_limiter = anyio.CapacityLimiter(DECODE_THREADS)
+            self._decode_limiter = anyio.CapacityLimiter(self.settings.decode_threads)
         try:
             pixels = await anyio.to_thread.run_sync(self._decode, image, limiter=self._decode_limiter)
-        except ImageRejected as rejected:
+        except imaging.ImageRejected as rejected:
             return error(rejected.status, str(rejected))
         decoded = time.perf_counter()
         try:
@@ -176,10 +163,10 @@ class ResNetClassifier:
             self.seconds["decode"] += decoded - started
             self.seconds["infer_call"] += time.perf_counter() - decoded
         predictions = [
-            {"index": index, "label": self.model.labels[index], "score": score}
+            {"index": index, "label": self.labels[index], "score": score}
             for index, score in softmax_top_k(logits, top_k)
         ]
-        return {"model": self.model.model_name, "predictions": predictions}
+        return {"model": self.model.metadata.model_name, "predictions": predictions}
 
     async def _run_queued_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The dispatcher's callback: one ORT run for the queued images, off the event loop."""
@@ -196,25 +183,5 @@ class ResNetClassifier:
         BATCH_SIZE_HISTOGRAM.labels(endpoint=endpoint).observe(len(images))
         return logits
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def infer(self, pixels: list[str]) -> list[str]:
-        """Batched ORT for clients that preprocess themselves: base64 uint8 ``[3, crop, crop]`` RGB per image ->
-        base64 float32 logits ("" for an item of the wrong size)."""
-        crop = self.model.crop_size
-        expected = 3 * crop * crop
-        arrays: list[np.ndarray] = []
-        valid: list[bool] = []
-        for item in pixels:
-            try:
-                raw = base64.b64decode(item)
-            except ValueError:
-                raw = b""
-            valid.append(len(raw) == expected)
-            if valid[-1]:
-                arrays.append(np.frombuffer(raw, dtype=np.uint8))
-        logits = self._logits(np.stack(arrays).reshape(-1, 3, crop, crop), "infer") if arrays else np.empty((0, 0))
-        rows = iter(logits)
-        return [base64.b64encode(next(rows).tobytes()).decode("ascii") if ok else "" for ok in valid]
 
-
-ResNetClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=MAX_UPLOAD_BYTES)
+ResNetClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes)

@@ -1,0 +1,98 @@
+"""What an exported resnet-lab ONNX file is: its tensors, its metadata keys, its tasks. No torch.
+
+The exporters write files to this contract and the service reads them through it, so the two cannot drift.
+Every file takes uint8 RGB ``images`` (normalisation is inside the graph) and carries its serving metadata in
+``metadata_props`` (string values; lists and dicts as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ONNX_FILE_NAME = "model.onnx"  # the file's name inside a BentoML model-store entry
+PRODUCER = "resnet-lab"
+CLASSIFICATION = "classification"
+DETECTION = "detection"
+TASKS = (CLASSIFICATION, DETECTION)
+BENTO_MODEL_NAMES = {CLASSIFICATION: "resnet-classifier", DETECTION: "resnet-detector"}
+INPUT_NAME = "images"
+OUTPUT_NAMES = {CLASSIFICATION: ("logits",), DETECTION: ("boxes", "scores", "labels")}
+
+
+class Key:
+    """``metadata_props`` keys."""
+
+    TASK = "task"
+    MODEL_NAME = "model_name"
+    LABELS = "labels"  # classification: JSON list of class names, index order
+    RESIZE_SIZE = "resize_size"  # classification: shorter side before the centre crop
+    CROP_SIZE = "crop_size"  # classification: the graph's input side
+    CATEGORIES = "categories"  # detection: JSON list of {"id", "name"}
+    RECIPE = "recipe"  # JSON: the training recipe
+    METRICS = "metrics"  # JSON: what the source checkpoint measured
+    SOURCE_SHA256 = "source_sha256"  # hash of the checkpoint or weights file exported
+
+
+PARSED_KEYS = (Key.TASK, Key.MODEL_NAME, Key.SOURCE_SHA256, Key.LABELS, Key.RESIZE_SIZE, Key.CROP_SIZE, Key.CATEGORIES)
+REQUIRED_KEYS = {CLASSIFICATION: (Key.LABELS, Key.RESIZE_SIZE, Key.CROP_SIZE), DETECTION: (Key.CATEGORIES,)}
+
+
+class ContractError(ValueError):
+    """A file that does not follow the contract; the message says how to make one that does."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The serving side of an exported file's ``metadata_props``."""
+
+    task: str
+    model_name: str
+    source_sha256: str = ""
+    labels: list[str] = field(default_factory=list)
+    resize_size: int = 0
+    crop_size: int = 0
+    categories: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # recipe, metrics and any other key, as stored
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], where: str = "the model") -> ModelMetadata:
+        """Parse ``metadata_props``; files exported before ``task`` existed are classifiers."""
+        task = props.get(Key.TASK, CLASSIFICATION)
+        if task not in TASKS:
+            raise ContractError(f"{where} has task={task!r}; expected one of {', '.join(TASKS)}")
+        missing = [key for key in REQUIRED_KEYS[task] if key not in props]
+        if missing:
+            raise ContractError(
+                f"{where} lacks metadata {missing}: it was not exported by resnet-lab "
+                "(export it with `python -m export --checkpoint FILE --output model.onnx`)"
+            )
+        return cls(
+            task=task,
+            model_name=props.get(Key.MODEL_NAME, "unnamed"),
+            source_sha256=props.get(Key.SOURCE_SHA256, ""),
+            labels=[str(label) for label in json.loads(props.get(Key.LABELS, "[]"))],
+            resize_size=int(props.get(Key.RESIZE_SIZE, 0)),
+            crop_size=int(props.get(Key.CROP_SIZE, 0)),
+            categories=list(json.loads(props.get(Key.CATEGORIES, "[]"))),
+            extra={key: value for key, value in props.items() if key not in PARSED_KEYS},
+        )
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` to write (the inverse of ``from_props``)."""
+        props = {Key.TASK: self.task, Key.MODEL_NAME: self.model_name, Key.SOURCE_SHA256: self.source_sha256}
+        if self.task == CLASSIFICATION:
+            props |= {
+                Key.LABELS: json.dumps(self.labels),
+                Key.RESIZE_SIZE: str(self.resize_size),
+                Key.CROP_SIZE: str(self.crop_size),
+            }
+        else:
+            props[Key.CATEGORIES] = json.dumps(self.categories)
+        return {**props, **self.extra}
+
+    def json_value(self, key: str, default: Any = None) -> Any:
+        """An extra key's JSON value (``recipe``, ``metrics``), ``default`` when absent."""
+        return json.loads(self.extra[key]) if key in self.extra else default

@@ -1,0 +1,85 @@
+"""The service's settings, read once from the environment into one typed object.
+
+Each field names its environment variable and says what it means; the README's settings table is generated from
+here (``python -m service.settings``), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+
+def _setting(env: str, default: object, meaning: str) -> object:
+    return field(default=default, metadata={"env": env, "meaning": meaning})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told through ``RESNET_LAB_*`` variables."""
+
+    model: str = _setting(
+        "RESNET_LAB_MODEL", "", "classifier to serve: a .onnx file or a model-store tag; empty: the embedded default"
+    )
+    max_batch_size: int = _setting("RESNET_LAB_MAX_BATCH_SIZE", 32, "most images per ONNX Runtime call (batching)")
+    max_latency_ms: int = _setting(
+        "RESNET_LAB_MAX_LATENCY_MS", 20_000, "a request the batching queue cannot answer in this time gets a 503"
+    )
+    max_upload_bytes: int = _setting("RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "larger uploads get a 413")
+    max_image_pixels: int = _setting(
+        "RESNET_LAB_MAX_IMAGE_PIXELS", 50_000_000, "images declaring more pixels get a 413 (before decoding)"
+    )
+    decode_threads: int = _setting("RESNET_LAB_DECODE_THREADS", os.cpu_count() or 1, "uploads decoded at once")
+    ort_threads: int = _setting("RESNET_LAB_ORT_THREADS", 0, "ONNX Runtime intra-op threads (0: one per core)")
+    ort_spin: bool = _setting(
+        "RESNET_LAB_ORT_SPIN", True, "ONNX Runtime workers spin between runs (its default; faster here)"
+    )
+    providers: str = _setting(
+        "RESNET_LAB_PROVIDERS", "", "comma-separated ONNX Runtime providers; empty: CUDA where a GPU works, else CPU"
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``RESNET_LAB_*`` variable; a malformed value stops the service with the reason."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for spec in fields(cls):
+            raw = environ.get(spec.metadata["env"], "")
+            if raw != "":
+                values[spec.name] = _parse(spec.metadata["env"], raw, type(spec.default))
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, kind: type) -> object:
+    if kind is bool:
+        if raw.lower() not in ("0", "1", "true", "false"):
+            raise SystemExit(f"{name}={raw!r} must be 0 or 1")
+        return raw.lower() in ("1", "true")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise SystemExit(f"{name}={raw!r} must be an integer") from None
+    return raw
+
+
+def _shown_default(name: str, value: object) -> str:
+    if name == "decode_threads":
+        return "the core count"
+    if isinstance(value, bool):
+        return str(int(value))
+    return f"{value:,}" if isinstance(value, int) else (str(value) or "(empty)")
+
+
+def markdown_table() -> str:
+    """The README's settings table: variable, default, meaning."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for spec in fields(Settings):
+        default = _shown_default(spec.name, spec.default)
+        lines.append(f"| `{spec.metadata['env']}` | {default} | {spec.metadata['meaning']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
