@@ -1,43 +1,30 @@
 """Run records: the small, committable trace of a real training run (logs + how it was made).
 
 A record folder holds ``run.json`` (recipe, command, hardware, epochs, wall time, final errors) and copies of the
-run's ``metrics.jsonl`` and ``train_log.jsonl``. ``python -m training.report`` reads records, never invents one.
+run's ``metrics.jsonl`` and ``train_log.jsonl``. ``python -m report.reproduction`` reads records, never invents one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 from pathlib import Path
 from typing import Any
 
-from . import runlog
-from .checkpoint import load_checkpoint
-from .recipes import get_recipe
+from report.provenance import provenance
+from training.checkpoint import atomic_write_text
+from training.classifier import load_classifier_checkpoint
+from training.recipes import get_recipe
+from training.run_folder import METRICS_FILE, TRAIN_LOG_FILE, RunFolder, read_rows
 
 RECORD_FILE = "run.json"
 
 
-def describe_hardware() -> str:
-    """A one-line description of this machine: CPU model and core count, or the GPU."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"1x {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{os.cpu_count()}-core CPU ({model}), no GPU"
+def hardware_of(sessions: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """``(hardware in words, torch versions)`` from the sessions the engine kept in the checkpoint."""
+    parts = [f"{session['hardware']} for epochs {session['epochs'][0]}-{session['epochs'][1]}" for session in sessions]
+    return "; ".join(parts), sorted({session["torch"] for session in sessions})
 
 
 def record_run(
@@ -53,24 +40,29 @@ def record_run(
 
     The recipe comes from the run's ``checkpoints/last.pt``; where only the logs were kept, from ``recipe_name``.
     """
-    metrics = runlog.read_rows(run_dir / runlog.METRICS_FILE)
+    metrics = read_rows(run_dir / METRICS_FILE)
     if not metrics:
-        raise SystemExit(f"{run_dir} has no {runlog.METRICS_FILE}: nothing to record")
-    checkpoint = run_dir / "checkpoints" / "last.pt"
+        raise SystemExit(f"{run_dir} has no {METRICS_FILE}: nothing to record")
+    checkpoint = RunFolder(run_dir).last
     if checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
+        state = load_classifier_checkpoint(checkpoint)
         recipe, run = state["recipe"], state.get("run", {})
     elif recipe_name:
         recipe, run = get_recipe(recipe_name).to_dict(), {}
     else:
         raise SystemExit(f"{checkpoint} not found: pass --recipe NAME to record a run from its logs alone")
+    recorded_hardware, torch_versions = hardware_of(run.get("sessions", []))
+    if not (hardware or recorded_hardware):
+        raise SystemExit(f"{run_dir}'s checkpoint does not say where it trained: pass --hardware")
     last = metrics[-1]
     record = {
         "recipe": recipe["name"],
         "model": recipe["model"],
         "dataset": recipe["dataset"],
         "command": command,
-        "hardware": hardware or describe_hardware(),
+        "hardware": hardware or recorded_hardware,
+        "torch": torch_versions,
+        "recorded": {key: value for key, value in provenance([]).items() if key in ("date", "commit")},
         "epochs_done": last["epoch"],
         "epochs_planned": run.get("epochs", last["epoch"]),
         "steps": last["step"],
@@ -82,10 +74,10 @@ def record_run(
         "group": group,
     }
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (runlog.METRICS_FILE, runlog.TRAIN_LOG_FILE):
+    for name in (METRICS_FILE, TRAIN_LOG_FILE):
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, dest / name)
-    (dest / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(dest / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -100,7 +92,7 @@ def read_records(runs_dir: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI: record a training output folder under ``docs/runs/NAME``."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.runrecord",
+        prog="python -m report.runrecord",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -108,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--name", help="record name (default: the run folder's name)")
     parser.add_argument("--runs-dir", type=Path, default=Path("docs/runs"), help="where records live")
     parser.add_argument("--command", required=True, help="the exact command that made the run")
-    parser.add_argument("--hardware", help="override the detected hardware description")
+    parser.add_argument("--hardware", help="where it trained (default: what the checkpoint recorded)")
     parser.add_argument("--note", default="", help="anything a reader must know (shortened schedule, subset...)")
     parser.add_argument("--group", default="", help="experiment the run belongs to, e.g. degradation")
     parser.add_argument("--recipe", help="the run's recipe, needed only when its checkpoint was not kept")
