@@ -9,7 +9,7 @@ PORT ?= 3000
 # pip repeats a harmless warning for each package mirror that lacks a project; keep real errors.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv test lint serve bench summary clean
+.PHONY: venv test lint serve summary clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "resnet-lab needs Python 3.11"'

@@ -9,22 +9,20 @@ Prints seconds per image (median over images, after a warm-up) and images/s, on 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torchvision.io import decode_image
+from torchvision.models.detection import fasterrcnn_resnet50_fpn
+from torchvision.transforms.v2 import functional as F
 
-import torch  # noqa: E402
-from torchvision.io import decode_image  # noqa: E402
-from torchvision.models.detection import fasterrcnn_resnet50_fpn  # noqa: E402
-from torchvision.transforms.v2 import functional as F  # noqa: E402
-
-from detection.model import build_detector, fresh_backbone, set_test_size  # noqa: E402
-from detection.recipes import get_recipe  # noqa: E402
+from detection.model import build_detector, fresh_backbone, set_test_size
+from detection.recipes import get_recipe
+from export import samples
 
 COCO_CLASSES = 81  # 80 categories + background
 
@@ -64,7 +62,7 @@ def seconds_per_image(model: torch.nn.Module, images: list[torch.Tensor], device
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the comparison and print a markdown table."""
-    default_root = Path(os.environ.get("RESNET_LAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    default_root = samples.shared_data_dir()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--coco-root", type=Path, default=default_root / "coco")
     parser.add_argument("--size", type=int, default=512, help="shorter side for every model")

@@ -1,26 +1,21 @@
 #!/usr/bin/env bash
-# The one prepared script a lent GPU machine runs for this project (issues 3 and 6), sized for one ~9-minute call:
-#   1. CIFAR ResNet-20 epoch time alone on the GPU: EPOCH_CHECK epochs eager, then as many with --cuda-graph
-#      (issue 3's target: under 3 s per epoch on one H100);
-#   2. bench/train_throughput.py: ResNet-50 training images/s with bf16 + channels_last (target over 2,500) beside
-#      the plain baseline loop;
-#   3. default-model candidates (issue 6), the paper's full recipe on real CIFAR-10, side by side until
-#      TRAIN_DEADLINE: each entry of CANDIDATES is "recipe[:extra options]", run with --cuda-graph.
-#      ResNet-56 (the paper's 6.97%) because ResNet-20 ended at 12.36% on this JPEG-decoded data, over the 10% bar.
-#      Alone, because runs beside it share the GPU (its kernels are small and one process keeps it busy), and one
-#      15-minute device budget holds one ~9-minute call: "cifar10_resnet20:--no-amp" (does bf16 cost anything?) and
-#      "cifar10_resnet110" (twice ResNet-56's time) are opt-in.
-#      Checkpoints are atomic; the runs found in $STAGE/runs are continued (RESUME=0: start afresh). Put there what
-#      an earlier call returned (`for f in FILES_AT/full_*.tgz; do tar xzf "$f" -C .gpu; done`) or a CPU run
-#      started there (`--output-dir .gpu/runs/full_cifar10_resnet56`).
+# One unattended GPU run, sized for about nine minutes on one H100:
+#   1. CIFAR ResNet-20 epoch time alone on the GPU: EPOCH_CHECK epochs eager, then as many with --cuda-graph;
+#   2. bench/train_throughput.py: ResNet-50 training images/s with bf16 + channels_last beside a plain loop;
+#   3. default-model candidates: the paper's full recipe on real CIFAR-10 until TRAIN_DEADLINE seconds, each entry
+#      of CANDIDATES being "recipe[:extra options]", run with --cuda-graph. ResNet-56 alone by default: runs beside
+#      it would share the GPU. "cifar10_resnet20:--no-amp" and "cifar10_resnet110" are opt-in.
+#      Checkpoints are atomic; runs found in $STAGE/runs are continued (RESUME=0 starts afresh), so the archives of
+#      an earlier run (`for f in OUT/full_*.tgz; do tar xzf "$f" -C .gpu; done`) or a CPU head start
+#      (`--output-dir .gpu/runs/full_cifar10_resnet56`) pick up where they stopped.
 # Everything lands in $OUT: session.log (this output), logs.tgz (every run's metrics and logs) and one
 # full_<run>.tgz per candidate (its folder with last.pt, to resume from).
 #
 #   STAGE=.gpu bash bench/gpu_session.sh
 #   DEVICE=cpu EPOCH_CHECK=1 EXTRA="--max-train-samples 512 --max-eval-samples 200" CANDIDATES=cifar10_resnet20 \
-#     TRAIN_DEADLINE=200 BENCH=0 STAGE=.gpu bash bench/gpu_session.sh       # a dry run of the script on a CPU
-# STAGE holds tools/make_cifar10.py and data/cifar10/cifar-10-jpeg.tar.gz (copied from ../shared, which does not
-# travel to the GPU machine).
+#     TRAIN_DEADLINE=200 BENCH=0 STAGE=.gpu bash bench/gpu_session.sh       # a dry run on a CPU
+# STAGE holds tools/make_cifar10.py and data/cifar10/cifar-10-jpeg.tar.gz (copied from the shared data folder,
+# for machines that do not have it).
 set -uo pipefail
 PY=${PYTHON:-python3}
 STAGE=${STAGE:-.gpu}

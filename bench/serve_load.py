@@ -21,10 +21,7 @@ import csv
 import os
 import resource
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,48 +33,45 @@ import httpx
 import numpy as np
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-BIN = Path(sys.executable).parent
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("RESNET_LAB_DATA", REPO_ROOT.parent / "shared" / "data"))
+from export import samples
+from service.local_server import REPO_ROOT, LocalServer, bentoml_serve
 
 
 def photos(count: int) -> list[bytes]:
     """Real ImageNet JPEGs (bytes), the request bodies."""
-    files = sorted((data_dir() / "imagenet_samples").rglob("*.JPEG"))
+    files = samples.imagenet_sample_files(count)
     if not files:
-        raise SystemExit(f"no ImageNet samples under {data_dir()}; set RESNET_LAB_DATA to the shared/data folder")
-    return [path.read_bytes() for path in files[:count]]
+        raise SystemExit(f"no ImageNet samples under {samples.shared_data_dir()}; set RESNET_LAB_DATA")
+    return [path.read_bytes() for path in files]
 
 
 def make_model(name: str, folder: Path) -> tuple[Path, Path]:
     """Random-init checkpoint + its verified ONNX export (not registered in the model store)."""
     import torch
 
-    from models import create_model
-    from training import export as exporter
-    from training.checkpoint import save_checkpoint
+    from export import classifier as exporter
+    from models import create_model, model_info
+    from training import imagenet
+    from training.classifier import save_classifier_checkpoint
 
     torch.manual_seed(0)
     model = create_model(name)
+    inputs = model_info(name).inputs
     state = {
         "model_name": name,
-        "model_options": {"num_classes": 1000},
+        "model_options": {"num_classes": inputs.num_classes},
         "model": model.state_dict(),
-        "labels": exporter.read_class_names(exporter.default_imagenet_classes()),
+        "labels": list(imagenet.imagenet_classes()[1]),
         "preprocess": {
-            "mean": torch.tensor(exporter.IMAGENET_MEAN),
-            "std": torch.tensor(exporter.IMAGENET_STD),
-            "resize_size": 256,
-            "crop_size": 224,
+            "mean": torch.tensor(inputs.mean),
+            "std": torch.tensor(inputs.std),
+            "resize_size": inputs.resize_size,
+            "crop_size": inputs.crop_size,
         },
         "recipe": {"name": "bench, random init"},
         "metrics": [],
     }
-    checkpoint = save_checkpoint(state, folder / f"{name}.pt")
+    checkpoint = save_classifier_checkpoint(state, folder / f"{name}.pt")
     onnx_path = folder / f"{name}.onnx"
     exporter.main(["--checkpoint", str(checkpoint), "--output", str(onnx_path), "--no-register"])
     return checkpoint, onnx_path
@@ -90,12 +84,13 @@ def raw_ort(onnx_path: Path, images: list[bytes], concurrency: int, requests: in
     """The session alone on uint8 batches of size ``concurrency`` (decoded first when ``decode``): img/s, latency."""
     from service.imaging import preprocess
     from service.runtime import OnnxClassifier
+    from service.settings import Settings
 
-    model = OnnxClassifier.load(onnx_path, providers=["CPUExecutionProvider"])
+    model = OnnxClassifier.load(onnx_path, Settings(providers="CPUExecutionProvider"))
     bodies = [images[i % len(images)] for i in range(concurrency)]
 
     def decoded(data: bytes) -> np.ndarray:
-        return preprocess(data, model.resize_size, model.crop_size, 50_000_000)
+        return preprocess(data, model.metadata.resize_size, model.metadata.crop_size)
 
     fixed = np.stack([decoded(data) for data in bodies])
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
@@ -123,64 +118,19 @@ def raw_ort(onnx_path: Path, images: list[bytes], concurrency: int, requests: in
 # --- servers ------------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def rss_mb(server: LocalServer) -> float:
+    """Resident memory of the server's whole process tree."""
+    return sum(psutil.Process(pid).memory_info().rss for pid in server.pids()) / 2**20
 
 
-class Server:
-    """A server subprocess (own session) with readiness wait, tree RSS and a clean stop."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Path, ready_path: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [part.replace("{port}", str(self.port)) for part in command]
-        with open(log, "wb") as stream:
-            self.process = subprocess.Popen(
-                command,
-                cwd=REPO_ROOT,
-                env={**os.environ, **env},
-                stdout=stream,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 180
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"server exited ({self.process.returncode}); log: {log}\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + ready_path, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server not ready after 180 s; log: {log}")
-            time.sleep(0.3)
-
-    def rss_mb(self) -> float:
-        root = psutil.Process(self.process.pid)
-        procs = [root, *root.children(recursive=True)]
-        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+def start_service(onnx_path: Path, work: Path) -> LocalServer:
+    env = {"RESNET_LAB_MODEL": str(onnx_path), "BENTOML_HOME": str(work / "bentoml")}
+    return bentoml_serve(env, work / f"service-{onnx_path.stem}.log")
 
 
-def start_service(onnx_path: Path, work: Path) -> Server:
-    env = {"RESNET_LAB_MODEL": str(onnx_path), "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
-    command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
-    return Server(command, env, work / f"service-{onnx_path.stem}.log", "/readyz")
-
-
-def start_naive(checkpoint: Path, work: Path) -> Server:
+def start_naive(checkpoint: Path, work: Path) -> LocalServer:
     command = [sys.executable, __file__, "--naive-server", str(checkpoint), "--port", "{port}"]
-    return Server(command, {}, work / f"naive-{checkpoint.stem}.log", "/healthz")
+    return LocalServer(command, {}, work / f"naive-{checkpoint.stem}.log", "/healthz")
 
 
 def naive_app(checkpoint: Path):
@@ -192,9 +142,9 @@ def naive_app(checkpoint: Path):
     from starlette.routing import Route
     from torchvision.transforms import v2
 
-    from training.checkpoint import classifier_from_checkpoint, load_checkpoint
+    from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
 
-    state = load_checkpoint(checkpoint)
+    state = load_classifier_checkpoint(checkpoint)
     model = classifier_from_checkpoint(state).eval()
     labels = state["labels"]
     transform = v2.Compose([v2.Resize(256), v2.CenterCrop(224), v2.PILToTensor()])
@@ -340,9 +290,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         server = start_service(exported[args.memory_model][1], work)
         try:
             load(server.url, images, 8, first)
-            memory[f"after {first}"] = server.rss_mb()
+            memory[f"after {first}"] = rss_mb(server)
             load(server.url, images, 8, second - first)
-            memory[f"after {second}"] = server.rss_mb()
+            memory[f"after {second}"] = rss_mb(server)
         finally:
             server.stop()
 

@@ -27,12 +27,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from models import create_model  # noqa: E402
-from training import cifar10, imagenet  # noqa: E402
-from training.engine import train_step  # noqa: E402
+from models import create_model
+from training import cifar10, imagenet
+from training.steps import train_step
 
 CIFAR_MEAN, CIFAR_STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 

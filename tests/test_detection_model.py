@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detection_fixtures import write_classifier_checkpoint
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
@@ -16,6 +15,7 @@ from detection.data import CategoryMap, CocoDetectionDataset
 from detection.model import build_detector, fresh_backbone, prepare_backbone
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe
 from models import create_model
+from training.classifier import load_classifier_checkpoint
 
 
 def test_recipes_follow_the_paper():
@@ -92,9 +92,9 @@ def test_fpn_variant_over_our_stages():
     assert all(f.shape[1] == 256 for f in features.values())
 
 
-def test_backbone_checkpoint_carries_weights_statistics_and_normalisation(tmp_path):
-    state = write_classifier_checkpoint(tmp_path / "cls.pt")
-    net, info = load_backbone(tmp_path / "cls.pt")
+def test_backbone_checkpoint_carries_weights_statistics_and_normalisation(classifier_checkpoint):
+    state = load_classifier_checkpoint(classifier_checkpoint)
+    net, info = load_backbone(classifier_checkpoint)
     assert info["arch"] == "resnet18" and info["image_mean"] == pytest.approx([0.5, 0.4, 0.3])
     model = build_detector(get_recipe("coco_resnet50_c4"), 3, prepare_backbone(net, get_recipe("coco_resnet50_c4")))
     detector_state = model.state_dict()
@@ -111,19 +111,25 @@ def test_backbone_checkpoint_carries_weights_statistics_and_normalisation(tmp_pa
         assert torch.allclose(model.backbone(x), expected, atol=1e-5)
 
 
-def test_train_cli_needs_a_backbone_source_and_a_readable_checkpoint(tmp_path, data_dir):
+def test_train_cli_needs_a_backbone_source_and_a_readable_checkpoint(tmp_path, data_dir, capsys):
     coco = str(data_dir / "coco")
     with pytest.raises(SystemExit, match="--backbone-checkpoint FILE .* or --from-scratch"):
         train.main(["--coco-root", coco, "--output-dir", str(tmp_path)])
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
-    with pytest.raises(SystemExit, match="cannot read checkpoint"):
+    with pytest.raises(SystemExit, match="cannot read resnet-lab checkpoint"):
         train.main(
             ["--coco-root", coco, "--output-dir", str(tmp_path), "--backbone-checkpoint", str(tmp_path / "broken.pt")]
         )
     with pytest.raises(SystemExit, match="annotation file .*instances_train2017.json not found"):
         train.main(["--coco-root", str(tmp_path), "--output-dir", str(tmp_path), "--from-scratch"])
-    with pytest.raises(SystemExit, match="--set expects KEY=VALUE"):
-        train.main(["--coco-root", coco, "--output-dir", str(tmp_path), "--from-scratch", "--set", "anchors=1"])
+    # recipe fields are typed flags: an unknown field or a value of the wrong type is a usage error that says so
+    for bad, message in (
+        (["--anchors", "1"], "unrecognized arguments: --anchors"),
+        (["--anchor-sizes", "x"], "invalid int"),
+    ):
+        with pytest.raises(SystemExit):
+            train.main(["--coco-root", coco, "--output-dir", str(tmp_path), "--from-scratch", *bad])
+        assert message in capsys.readouterr().err
 
 
 def test_coco_data_maps_sparse_ids_drops_crowds_and_keeps_empty_images(data_dir):

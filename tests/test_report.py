@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training import report, runrecord
+from report import reproduction as report
+from report import runrecord
 
 
 def _fake_run(folder: Path, errors: list[tuple[float, float]]) -> Path:
@@ -34,6 +35,8 @@ def test_records_drive_the_report_and_missing_runs_stay_missing(tmp_path: Path) 
                 f"cifar10_{name}",
                 "--group",
                 "degradation",
+                "--hardware",
+                "a test machine",
                 "--command",
                 f"python -m training.train --recipe cifar10_{name} --epochs 2",
             ]
@@ -53,3 +56,11 @@ def test_record_without_checkpoint_or_recipe_is_a_clear_error(tmp_path: Path) ->
     run = _fake_run(tmp_path / "run", [(0.5, 0.5)])
     with pytest.raises(SystemExit, match="--recipe"):
         runrecord.record_run(run, tmp_path / "record", "cmd")
+
+
+def test_committed_report_is_what_the_records_generate(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    out = report.write_report(tmp_path / "docs" / "REPRODUCTION.md", repo / "docs" / "runs")
+    committed = (repo / "docs" / "REPRODUCTION.md").read_text()
+    generated = out.read_text().replace((tmp_path / "docs").resolve().as_posix(), "docs")
+    assert generated == committed, "docs/REPRODUCTION.md drifted: run `python -m report.reproduction`"

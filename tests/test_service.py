@@ -8,37 +8,43 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import subprocess
 import sys
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
-import service_fixtures as fx
 import torch
+from helpers import REPO_ROOT, encode, image_batch, tiny_png_declaring
 from PIL import Image
 
-from training import export as exporter
+from export import classifier as exporter
+from export.onnx_file import sha256_of
+from service import imaging
+from training import imagenet
+from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
 
 UPLOAD_LIMIT = 3_000_000
 
 
 @pytest.fixture(scope="module")
-def imagenet_server() -> Iterator[httpx.Client]:
-    model = fx.resnet18_export()["output"]
-    with fx.bentoml_server(model, RESNET_LAB_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT)) as client:
+def imagenet_server(serve, resnet18_export) -> Iterator[httpx.Client]:
+    with serve(resnet18_export["output"], RESNET_LAB_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT)) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def cifar_server() -> Iterator[httpx.Client]:
-    model = fx.cifar_export()["output"]
-    with fx.bentoml_server(model) as client:
+def cifar_server(serve, cifar_export) -> Iterator[httpx.Client]:
+    with serve(cifar_export["output"]) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def photo(imagenet_files) -> Callable[[int], Image.Image]:
+    """The index-th real ImageNet photo, decoded."""
+    return lambda index=0: imaging.load_rgb(imagenet_files[index])
 
 
 def classify(client: httpx.Client, data: bytes, name: str = "upload.bin", **form: str) -> httpx.Response:
@@ -52,21 +58,6 @@ def assert_ok(response: httpx.Response, top_k: int = 5) -> dict:
     assert len(scores) == top_k and scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
     assert all(isinstance(p["index"], int) and isinstance(p["label"], str) for p in body["predictions"])
     return body
-
-
-def photo(index: int = 0) -> Image.Image:
-    return exporter.load_rgb(fx.imagenet_files()[index])
-
-
-def tiny_png_declaring(width: int, height: int) -> bytes:
-    """A ~100-byte PNG whose header claims width x height RGB pixels (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    rows = zlib.compress(b"\x00" * (1 + 3 * 64) * 4)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 def test_info_health_and_metrics(imagenet_server: httpx.Client) -> None:
@@ -85,30 +76,30 @@ def test_info_health_and_metrics(imagenet_server: httpx.Client) -> None:
 
 
 BAD_INPUTS = {
-    "random bytes": (lambda: os.urandom(5000), {}, 400),
-    "text file": (lambda: b"name,score\ncat,0.9\n" * 20, {}, 400),
-    "empty upload": (lambda: b"", {}, 400),
-    "truncated jpeg": (lambda: fx.imagenet_files()[0].read_bytes()[:4000], {}, 400),
-    "over the size limit": (lambda: os.urandom(UPLOAD_LIMIT + 10), {}, 413),
-    "decompression bomb": (lambda: tiny_png_declaring(20000, 20000), {}, 413),
-    "top_k not a number": (lambda: fx.encode(photo(), "PNG"), {"top_k": "five"}, 400),
-    "top_k zero": (lambda: fx.encode(photo(), "PNG"), {"top_k": "0"}, 400),
-    "top_k negative": (lambda: fx.encode(photo(), "PNG"), {"top_k": "-3"}, 400),
-    "top_k above the classes": (lambda: fx.encode(photo(), "PNG"), {"top_k": "1001"}, 400),
+    "random bytes": (lambda files, photo: os.urandom(5000), {}, 400),
+    "text file": (lambda files, photo: b"name,score\ncat,0.9\n" * 20, {}, 400),
+    "empty upload": (lambda files, photo: b"", {}, 400),
+    "truncated jpeg": (lambda files, photo: files[0].read_bytes()[:4000], {}, 400),
+    "over the size limit": (lambda files, photo: os.urandom(UPLOAD_LIMIT + 10), {}, 413),
+    "decompression bomb": (lambda files, photo: tiny_png_declaring(20000, 20000), {}, 413),
+    "top_k not a number": (lambda files, photo: encode(photo(), "PNG"), {"top_k": "five"}, 400),
+    "top_k zero": (lambda files, photo: encode(photo(), "PNG"), {"top_k": "0"}, 400),
+    "top_k negative": (lambda files, photo: encode(photo(), "PNG"), {"top_k": "-3"}, 400),
+    "top_k above the classes": (lambda files, photo: encode(photo(), "PNG"), {"top_k": "1001"}, 400),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_a_json_4xx(imagenet_server: httpx.Client, case: str) -> None:
+def test_bad_input_is_a_json_4xx(imagenet_server: httpx.Client, imagenet_files, photo, case: str) -> None:
     make, form, status = BAD_INPUTS[case]
-    response = classify(imagenet_server, make(), **form)
+    response = classify(imagenet_server, make(imagenet_files, photo), **form)
     assert response.status_code == status, response.text
     body = response.json()
     assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"]
-    assert_ok(classify(imagenet_server, fx.encode(photo(1), "JPEG")))  # still serving
+    assert_ok(classify(imagenet_server, encode(photo(1), "JPEG")))  # still serving
 
 
-def test_malformed_requests_are_json_4xx(imagenet_server: httpx.Client) -> None:
+def test_malformed_requests_are_json_4xx(imagenet_server: httpx.Client, photo) -> None:
     responses = [
         imagenet_server.post("/classify", files={"picture": ("a.jpg", b"xx")}),  # missing field
         imagenet_server.post("/classify"),  # no body at all
@@ -124,56 +115,56 @@ def test_malformed_requests_are_json_4xx(imagenet_server: httpx.Client) -> None:
         "/classify", content=iter(chunks), headers={"content-type": "multipart/form-data; boundary=x"}
     )
     assert streamed.status_code == 413 and "limit" in streamed.json()["error"]
-    # the internal batched endpoint refuses garbage per item without failing the batch
-    assert imagenet_server.post("/infer", json={"pixels": ["not base64!"]}).json() == [""]
-    assert_ok(classify(imagenet_server, fx.encode(photo(2), "JPEG")))
+    # no other POST endpoint exists
+    assert imagenet_server.post("/infer", json={"pixels": ["x"]}).status_code == 404
+    assert_ok(classify(imagenet_server, encode(photo(2), "JPEG")))
 
 
-def test_odd_but_valid_images(imagenet_server: httpx.Client) -> None:
+def test_odd_but_valid_images(imagenet_server: httpx.Client, photo) -> None:
     base = photo(3)
-    same_pixels_png = fx.encode(base, "PNG")
+    same_pixels_png = encode(base, "PNG")
     reference = assert_ok(classify(imagenet_server, same_pixels_png))
 
     # animated GIF: the first frame is classified
     frames = [base.convert("P", palette=Image.Palette.ADAPTIVE), Image.new("P", base.size, 7)]
-    gif = fx.encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     first_frame = Image.open(io.BytesIO(gif)).convert("RGB")
-    assert classify(imagenet_server, gif).json() == assert_ok(classify(imagenet_server, fx.encode(first_frame, "PNG")))
+    assert classify(imagenet_server, gif).json() == assert_ok(classify(imagenet_server, encode(first_frame, "PNG")))
 
     # EXIF orientation applied: same JPEG pixels + orientation tag == the rotated image sent losslessly
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    rotated_jpeg = fx.encode(base, "JPEG", quality=95, exif=exif.tobytes())
-    upright = Image.open(io.BytesIO(fx.encode(base, "JPEG", quality=95))).convert("RGB").transpose(Image.ROTATE_270)
+    rotated_jpeg = encode(base, "JPEG", quality=95, exif=exif.tobytes())
+    upright = Image.open(io.BytesIO(encode(base, "JPEG", quality=95))).convert("RGB").transpose(Image.ROTATE_270)
     with_exif = assert_ok(classify(imagenet_server, rotated_jpeg))
-    assert with_exif == assert_ok(classify(imagenet_server, fx.encode(upright, "PNG")))
+    assert with_exif == assert_ok(classify(imagenet_server, encode(upright, "PNG")))
 
     rgba = base.convert("RGBA")
     rgba.putalpha(Image.linear_gradient("L").resize(base.size))
     sixteen_bit = Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257).astype(np.uint16))
     variants = {
-        "grayscale jpeg": fx.encode(base.convert("L"), "JPEG"),
-        "palette png": fx.encode(base.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
-        "palette with transparency": fx.encode(base.convert("P"), "PNG", transparency=0),
-        "rgba with transparency": fx.encode(rgba, "PNG"),
-        "cmyk jpeg": fx.encode(base.convert("CMYK"), "JPEG"),
-        "16-bit png": fx.encode(sixteen_bit, "PNG"),
-        "1x4000 strip": fx.encode(base.resize((1, 4000)), "PNG"),
-        "4000x1 strip": fx.encode(base.resize((4000, 1)), "PNG"),
-        "webp": fx.encode(base, "WEBP"),
-        "bmp": fx.encode(base, "BMP"),
+        "grayscale jpeg": encode(base.convert("L"), "JPEG"),
+        "palette png": encode(base.convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        "palette with transparency": encode(base.convert("P"), "PNG", transparency=0),
+        "rgba with transparency": encode(rgba, "PNG"),
+        "cmyk jpeg": encode(base.convert("CMYK"), "JPEG"),
+        "16-bit png": encode(sixteen_bit, "PNG"),
+        "1x4000 strip": encode(base.resize((1, 4000)), "PNG"),
+        "4000x1 strip": encode(base.resize((4000, 1)), "PNG"),
+        "webp": encode(base, "WEBP"),
+        "bmp": encode(base, "BMP"),
     }
     for name, data in variants.items():
         body = assert_ok(classify(imagenet_server, data, top_k="3"), top_k=3)
         assert body["model"] == "resnet18", name
     # 16-bit greyscale is scaled, not clipped to white: it classifies like its 8-bit twin
-    eight_bit = assert_ok(classify(imagenet_server, fx.encode(base.convert("L"), "PNG")))
+    eight_bit = assert_ok(classify(imagenet_server, encode(base.convert("L"), "PNG")))
     assert assert_ok(classify(imagenet_server, variants["16-bit png"])) == eight_bit
     assert reference["predictions"][0]["label"] == reference["predictions"][0]["label"].strip()
 
 
 def _pytorch_top5(classifier: torch.nn.Module, files, resize: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    batch = exporter.image_batch([exporter.load_rgb(path) for path in files], resize, crop)
+    batch = image_batch(files, resize, crop)
     with torch.no_grad():
         probabilities = torch.softmax(classifier.eval()(batch).double(), dim=1).numpy()
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
@@ -192,26 +183,22 @@ def _check_parity(client: httpx.Client, classifier: torch.nn.Module, files, resi
     assert expected_score[:, 0].mean() > 0.05
 
 
-def test_parity_with_pytorch_on_imagenet_photos(imagenet_server: httpx.Client) -> None:
-    files = fx.imagenet_files(20)
-    classifier = exporter.spec_from_torchvision(fx.torchvision_state_dict(), "resnet18", None).classifier
-    _check_parity(imagenet_server, classifier, files, 256, 224)
-    body = classify(imagenet_server, files[0].read_bytes()).json()
-    names = exporter.read_class_names(exporter.default_imagenet_classes())
+def test_parity_with_pytorch_on_imagenet_photos(imagenet_server, imagenet_files, torchvision_state_dict) -> None:
+    classifier = exporter.spec_from_torchvision(torchvision_state_dict, "resnet18", None).classifier
+    _check_parity(imagenet_server, classifier, imagenet_files, 256, 224)
+    body = classify(imagenet_server, imagenet_files[0].read_bytes()).json()
+    names = imagenet.imagenet_classes()[1]
     assert all(p["label"] == names[p["index"]] for p in body["predictions"])
 
 
-def test_parity_with_pytorch_on_cifar_test_images(cifar_server: httpx.Client) -> None:
-    files = fx.cifar_files(20)
-    from training.checkpoint import classifier_from_checkpoint, load_checkpoint
-
-    classifier = classifier_from_checkpoint(load_checkpoint(fx.cifar_checkpoint()))
-    _check_parity(cifar_server, classifier, files, 32, 32)
+def test_parity_with_pytorch_on_cifar_test_images(cifar_server, cifar_files, cifar_checkpoint) -> None:
+    classifier = classifier_from_checkpoint(load_classifier_checkpoint(cifar_checkpoint))
+    _check_parity(cifar_server, classifier, cifar_files, 32, 32)
     assert cifar_server.get("/info").json()["model"] == "cifar_resnet20"
 
 
-def test_concurrent_requests_are_batched(cifar_server: httpx.Client) -> None:
-    payloads = [path.read_bytes() for path in fx.cifar_files(20)] * 3
+def test_concurrent_requests_are_batched(cifar_server: httpx.Client, cifar_files) -> None:
+    payloads = [path.read_bytes() for path in cifar_files] * 3
     with ThreadPoolExecutor(max_workers=24) as pool:
         responses = list(pool.map(lambda data: classify(cifar_server, data), payloads))
     assert all(response.status_code == 200 for response in responses)
@@ -228,11 +215,11 @@ def test_concurrent_requests_are_batched(cifar_server: httpx.Client) -> None:
     assert count > 0 and total > count
 
 
-def test_overload_is_a_json_503_and_the_server_recovers() -> None:
+def test_overload_is_a_json_503_and_the_server_recovers(serve, cifar_export, cifar_files) -> None:
     # A 1 ms latency budget: BentoML's batching queue drops what it cannot answer in time; those requests get a
     # JSON 503 (never a 500) and the server keeps answering.
-    payloads = [path.read_bytes() for path in fx.cifar_files(20)] * 2
-    with fx.bentoml_server(fx.cifar_export()["output"], RESNET_LAB_MAX_LATENCY_MS="1") as client:
+    payloads = [path.read_bytes() for path in cifar_files] * 2
+    with serve(cifar_export["output"], RESNET_LAB_MAX_LATENCY_MS="1") as client:
         with ThreadPoolExecutor(max_workers=20) as pool:
             responses = list(pool.map(lambda data: classify(client, data), payloads))
         statuses = {response.status_code for response in responses}
@@ -245,14 +232,14 @@ def test_overload_is_a_json_503_and_the_server_recovers() -> None:
         assert 200 in later, later
 
 
-def test_service_imports_no_torch() -> None:
+def test_service_imports_no_torch(cifar_export) -> None:
     code = (
         "import sys, service.service as s; "
         "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; "
         "assert not bad, bad; print(s.ResNetClassifier.name)"
     )
-    env = {**os.environ, "RESNET_LAB_MODEL": fx.cifar_export()["output"]}
-    result = subprocess.run([sys.executable, "-c", code], cwd=fx.REPO_ROOT, env=env, capture_output=True, text=True)
+    env = {**os.environ, "RESNET_LAB_MODEL": cifar_export["output"]}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "resnet_classifier" in result.stdout
 
@@ -260,16 +247,16 @@ def test_service_imports_no_torch() -> None:
 def test_missing_model_is_a_clear_startup_error(tmp_path) -> None:
     env = {**os.environ, "RESNET_LAB_MODEL": str(tmp_path / "nope.onnx")}
     result = subprocess.run(
-        [sys.executable, "-c", "import service.service"], cwd=fx.REPO_ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import service.service"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode != 0 and "nope.onnx: no such file" in result.stderr
 
 
-def test_model_store_tag_resolves_to_the_exported_file() -> None:
-    tag = fx.cifar_export()["bento_model"]
-    code = "from service.runtime import resolve_model; print(resolve_model())"
-    env = {**os.environ, "RESNET_LAB_MODEL": tag, "BENTOML_HOME": str(fx.BENTOML_HOME)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=fx.REPO_ROOT, env=env, capture_output=True, text=True)
+def test_model_store_tag_resolves_to_the_exported_file(cifar_export, bentoml_home) -> None:
+    tag = cifar_export["bento_model"]
+    code = "import os; from service.runtime import resolve_model; print(resolve_model(os.environ['RESNET_LAB_MODEL']))"
+    env = {**os.environ, "RESNET_LAB_MODEL": tag, "BENTOML_HOME": str(bentoml_home)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     resolved = result.stdout.strip()
-    assert exporter.sha256_of(resolved) == exporter.sha256_of(fx.cifar_export()["output"])
+    assert sha256_of(resolved) == sha256_of(cifar_export["output"])

@@ -6,18 +6,18 @@ import os
 import shutil
 import subprocess
 
-import service_fixtures as fx
 import yaml
+from helpers import BIN, REPO_ROOT
 
 
-def test_bentoml_build_offline(tmp_path) -> None:
+def test_bentoml_build_offline(tmp_path, cifar_export) -> None:
     project = tmp_path / "project"
     (project / "service" / "default_model").mkdir(parents=True)
-    shutil.copy(fx.REPO_ROOT / "bentofile.yaml", project)
-    for source in (fx.REPO_ROOT / "service").glob("*.py"):
+    shutil.copy(REPO_ROOT / "bentofile.yaml", project)
+    for source in (REPO_ROOT / "service").glob("*.py"):
         shutil.copy(source, project / "service")
     model = project / "service" / "default_model" / "model.onnx"  # where the project's default model lives
-    shutil.copy(fx.cifar_export()["output"], model)
+    shutil.copy(cifar_export["output"], model)
     (project / "service" / "notes.txt").write_text("not for the bento")
     (project / "training").mkdir()
     (project / "training" / "train.py").write_text("import torch\n")
@@ -26,7 +26,7 @@ def test_bentoml_build_offline(tmp_path) -> None:
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
     env.pop("RESNET_LAB_MODEL", None)  # the embedded default model is found by itself
     result = subprocess.run(
-        [str(fx.BIN / "bentoml"), "build", "--output", "tag"], cwd=project, env=env, capture_output=True, text=True
+        [str(BIN / "bentoml"), "build", "--output", "tag"], cwd=project, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -34,7 +34,7 @@ def test_bentoml_build_offline(tmp_path) -> None:
     info = yaml.safe_load((bento / "bento.yaml").read_text())
     assert info["service"] == "service.service:ResNetClassifier"
     routes = {route["name"]: route for route in info["schema"]["routes"]}
-    assert routes["classify"]["route"] == "/classify" and routes["infer"]["batchable"] is True
+    assert routes["classify"]["route"] == "/classify" and "infer" not in routes
 
     source = bento / "src"
     shipped = sorted(str(path.relative_to(source)) for path in source.rglob("*") if path.is_file())

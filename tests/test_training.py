@@ -7,14 +7,13 @@ import pickle
 
 import pytest
 import torch
-from training_fixtures import cifar_dir  # noqa: F401  (session fixture)
 
 from models import create_model
 from training import cifar10, evaluate, plot, train
-from training.checkpoint import load_checkpoint
-from training.engine import GraphedTrainStep, train_step
+from training.classifier import load_classifier_checkpoint
 from training.recipes import RECIPES, get_recipe
 from training.schedule import PaperSchedule
+from training.steps import GraphedTrainStep, train_step
 
 TINY = ["--max-train-samples", "512", "--max-eval-samples", "200", "--log-every", "2"]
 
@@ -61,11 +60,11 @@ def test_warmup_ends_when_training_error_drops_below_80_percent():
     schedule.before_step(0, 0)
     assert schedule.lr == pytest.approx(0.01)
     for step in range(50):
-        schedule.after_step(0.9, step)
+        schedule.after_step({"train_error": 0.9}, step)
     assert schedule.warming_up
     step = 50
     while schedule.warming_up:
-        schedule.after_step(0.5, step)
+        schedule.after_step({"train_error": 0.5}, step)
         step += 1
     schedule.before_step(step, 0)
     assert schedule.lr == pytest.approx(0.1) and step < 70
@@ -76,7 +75,7 @@ def test_warmup_ends_when_training_error_drops_below_80_percent():
     assert not restored.warming_up
 
 
-def test_cifar_loader_reads_the_real_files(cifar_dir):  # noqa: F811
+def test_cifar_loader_reads_the_real_files(cifar_dir):
     train_split = cifar10.load_cifar10(cifar_dir, train=True)
     test_split = cifar10.load_cifar10(cifar_dir, train=False)
     assert train_split.images.shape == (50_000, 3, 32, 32) and train_split.images.dtype == torch.uint8
@@ -145,7 +144,7 @@ def test_graphed_step_matches_the_plain_step_on_cpu():
         assert torch.equal(plain, graphed), name
 
 
-def test_cuda_graph_option_needs_a_gpu(cifar_dir, tmp_path):  # noqa: F811
+def test_cuda_graph_option_needs_a_gpu(cifar_dir, tmp_path):
     with pytest.raises(SystemExit, match="--cuda-graph needs one CUDA device"):
         train.main(
             [
@@ -163,15 +162,25 @@ def test_cuda_graph_option_needs_a_gpu(cifar_dir, tmp_path):  # noqa: F811
         )
 
 
-def test_resume_continues_exactly(cifar_dir, tmp_path):  # noqa: F811
-    common = ["--recipe", "cifar10_resnet20", "--data-dir", str(cifar_dir), "--epochs", "2", *TINY]
+def test_resume_continues_exactly(cifar_dir, tmp_path):
+    common = [
+        "--recipe",
+        "cifar10_resnet20",
+        "--data-dir",
+        str(cifar_dir),
+        "--epochs",
+        "2",
+        "--val-split",
+        "200",
+        *TINY,
+    ]
     train.main([*common, "--output-dir", str(tmp_path / "straight")])
     train.main([*common, "--output-dir", str(tmp_path / "split"), "--stop-after-epochs", "1"])
     with pytest.raises(SystemExit, match="--resume"):
         train.main([*common, "--output-dir", str(tmp_path / "split")])
     train.main([*common, "--output-dir", str(tmp_path / "split"), "--resume"])
-    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
-    resumed = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    straight = load_classifier_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    resumed = load_classifier_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert straight["step"] == resumed["step"] == 8 and resumed["epoch"] == 2
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
@@ -181,14 +190,16 @@ def test_resume_continues_exactly(cifar_dir, tmp_path):  # noqa: F811
     assert {"train_loss", "train_error", "test_error", "test_top5_error", "lr", "images_per_s", "wall_time"} <= set(
         rows[0]
     )
-    assert (tmp_path / "split" / "checkpoints" / "best.pt").is_file()
+    best = load_classifier_checkpoint(tmp_path / "split" / "checkpoints" / "best.pt")  # picked on validation data
+    assert best["run"]["selection"] == "val_error"
+    assert best["run"]["best"] == min(row["val_error"] for row in rows)
     assert resumed["preprocess"]["mean"].shape == (3, 32, 32)
     assert set(resumed["rng"]) == {"torch", "cuda", "python", "numpy"}
     plotted = plot.main([str(tmp_path / "straight"), str(tmp_path / "split"), "--out", str(tmp_path / "fig.png")])
     assert plotted.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_rejects_foreign_checkpoints(tmp_path, cifar_dir):  # noqa: F811
+def test_evaluate_rejects_foreign_checkpoints(tmp_path, cifar_dir):
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(SystemExit, match="not a resnet-lab checkpoint"):

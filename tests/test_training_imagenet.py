@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_fixtures import tiny_imagenet  # noqa: F401  (session fixture)
 
 from training import evaluate, imagenet, train
-from training.checkpoint import load_checkpoint
+from training.classifier import load_classifier_checkpoint
 
 
 def test_class_indices_are_the_real_imagenet_indices(imagenet_samples):
@@ -36,7 +35,7 @@ def test_transforms_give_224_crops_and_ten_crops(imagenet_samples):
     assert 0 < offsets.abs().max() < 0.2
 
 
-def test_train_and_ten_crop_evaluate_on_real_photos(tiny_imagenet, tmp_path):  # noqa: F811
+def test_train_and_ten_crop_evaluate_on_real_photos(tiny_imagenet, tmp_path):
     output = tmp_path / "run"
     row = train.main(
         [
@@ -46,19 +45,19 @@ def test_train_and_ten_crop_evaluate_on_real_photos(tiny_imagenet, tmp_path):  #
         ]
     )  # fmt: skip
     assert row["step"] == 2 and 0.0 <= row["test_error"] <= 1.0
-    state = load_checkpoint(output / "checkpoints" / "last.pt")
+    state = load_classifier_checkpoint(output / "checkpoints" / "last.pt")
     assert len(state["labels"]) == 1000 and state["labels"][0] == "tench"
     assert state["preprocess"]["crop_size"] == 224 and state["preprocess"]["std"].shape == (3,)
     single = evaluate.evaluate_checkpoint(output / "checkpoints" / "last.pt", tiny_imagenet, max_samples=4, workers=0)
     ten = evaluate.main(
         ["--checkpoint", str(output / "checkpoints" / "last.pt"), "--data-dir", str(tiny_imagenet), "--ten-crop"]
-        + ["--max-samples", "4", "--workers", "0", "--batch-size", "2"]
+        + ["--max-eval-samples", "4", "--workers", "0", "--batch-size", "2"]
     )
     assert single["images"] == ten["images"] == 4 and ten["protocol"] == "10-crop"
     assert 0.0 <= ten["top5_error"] <= ten["top1_error"] <= 1.0
 
 
-def test_unknown_folders_and_broken_images_exit_clearly(tiny_imagenet, tmp_path):  # noqa: F811
+def test_unknown_folders_and_broken_images_exit_clearly(tiny_imagenet, tmp_path):
     args = ["--recipe", "imagenet_resnet18", "--output-dir", str(tmp_path / "run"), "--workers", "0"]
     with pytest.raises(SystemExit, match="lacks train/"):
         train.main([*args, "--data-dir", str(tiny_imagenet / "val")])

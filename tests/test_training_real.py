@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from training_fixtures import cifar_dir  # noqa: F401  (session fixture)
 
 from training import evaluate, train
-from training.checkpoint import classifier_from_checkpoint, load_checkpoint
+from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
 
 # One pass over 20,000 real training images with the paper's recipe, milestones scaled to the 157-step run.
 # Measured on all 10,000 test images: 38.0% (one pass over 10,000 images gives 32-35%: too close to a bound).
@@ -15,7 +14,7 @@ MIN_ACCURACY = 0.30  # 3x chance
 
 
 @pytest.mark.slow
-def test_resnet20_learns_real_cifar10(cifar_dir, tmp_path, capsys):  # noqa: F811
+def test_resnet20_learns_real_cifar10(cifar_dir, tmp_path, capsys):
     output = tmp_path / "run"
     row = train.main(
         ["--recipe", "cifar10_resnet20", "--data-dir", str(cifar_dir), "--output-dir", str(output), *BUDGET]
@@ -29,5 +28,5 @@ def test_resnet20_learns_real_cifar10(cifar_dir, tmp_path, capsys):  # noqa: F81
     assert result["top1_error"] == pytest.approx(row["test_error"], abs=0.002)
     assert result["top5_error"] == pytest.approx(row["test_top5_error"], abs=0.002)
     assert "top-1 error" in capsys.readouterr().out
-    classifier = classifier_from_checkpoint(load_checkpoint(checkpoint))
+    classifier = classifier_from_checkpoint(load_classifier_checkpoint(checkpoint))
     assert classifier.mean.shape == (3, 32, 32)  # the per-pixel mean image travels with the weights

@@ -1,0 +1,134 @@
+"""Helpers the tests call (fixtures live in conftest.py): a real ``bentoml serve``, image encoding, the shapes
+dataset generator, and BatchNorm calibration of random networks."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from service import imaging
+from service.local_server import BIN, REPO_ROOT, bentoml_serve
+
+__all__ = ["BIN", "REPO_ROOT"]
+
+
+def image_batch(files: Sequence[Path], resize: int, crop: int) -> torch.Tensor:
+    """uint8 ``[N, 3, crop, crop]`` through the project's loader, resize and centre crop."""
+    return torch.stack([torch.from_numpy(imaging.preprocess(path, resize, crop)) for path in files])
+
+
+def calibrate(model: torch.nn.Module, batch: torch.Tensor, fc_scale: float) -> torch.nn.Module:
+    """BatchNorm running stats from real images (cumulative average), then a scaled classifier."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(batch)
+        model.fc.weight.mul_(fc_scale)
+    return model.eval()
+
+
+def tiny_png_declaring(width: int, height: int) -> bytes:
+    """A ~100-byte PNG whose header claims width x height RGB pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (1 + 3 * 64) * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+# Sparse category ids on purpose: the detector must map them to labels 1..K and back.
+SHAPE_CATEGORIES = [
+    {"id": 3, "name": "red_square", "supercategory": "shape"},
+    {"id": 7, "name": "green_disc", "supercategory": "shape"},
+    {"id": 11, "name": "blue_bar", "supercategory": "shape"},
+]
+COLORS = {3: (230, 40, 40), 7: (40, 210, 60), 11: (50, 80, 235)}
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, category_id: int, box: tuple[int, int, int, int]) -> None:
+    """Square, disc or bar filling ``box`` (x1, y1, x2, y2)."""
+    if category_id == 7:
+        draw.ellipse(box, fill=COLORS[category_id])
+    else:
+        draw.rectangle(box, fill=COLORS[category_id])
+
+
+def make_shapes_split(root: Path, split: str, num_images: int, seed: int, size: int = 64) -> Path:
+    """Write ``root/<split>/*.png`` and ``root/annotations/instances_<split>.json``; every 10th image is empty."""
+    rng = np.random.default_rng(seed)
+    (root / split).mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for index in range(num_images):
+        image_id = 1000 + index
+        pixels = rng.integers(70, 150, size=(size, size, 3), dtype=np.uint8)
+        image = Image.fromarray(pixels)
+        draw = ImageDraw.Draw(image)
+        placed: list[tuple[int, int, int, int]] = []
+        count = 0 if index % 10 == 9 else int(rng.integers(1, 3))
+        for _ in range(count):
+            category_id = int(rng.choice(list(COLORS)))
+            for _attempt in range(20):
+                if category_id == 11:  # a bar: wide and low
+                    w, h = int(rng.integers(24, 36)), int(rng.integers(10, 14))
+                else:
+                    w = h = int(rng.integers(16, 28))
+                x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+                box = (x, y, x + w, y + h)
+                if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in placed):
+                    break
+            else:
+                continue
+            placed.append(box)
+            draw_shape(draw, category_id, (box[0], box[1], box[2] - 1, box[3] - 1))
+            annotations.append(
+                {
+                    "id": len(annotations) + 1 + image_id * 10,
+                    "image_id": image_id,
+                    "category_id": category_id,
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h),
+                    "iscrowd": 0,
+                }
+            )
+        file_name = f"{image_id:012d}.png"
+        image.save(root / split / file_name)
+        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+    ann_file = root / "annotations" / f"instances_{split}.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": SHAPE_CATEGORIES}))
+    return ann_file
+
+
+@contextmanager
+def bentoml_server(model: str | Path, logs: Path, bentoml_home: Path, **env: str) -> Iterator[httpx.Client]:
+    """A real ``bentoml serve`` from the repo root; yields a client once /readyz answers; stopped at the end."""
+    server_env = {"RESNET_LAB_MODEL": str(model), "BENTOML_HOME": str(bentoml_home), **env}
+    with (
+        bentoml_serve(server_env, logs / f"serve-{len(list(logs.iterdir()))}.log") as server,
+        httpx.Client(base_url=server.url, timeout=120.0) as client,
+    ):
+        client.server = server  # type: ignore[attr-defined]
+        client.log_path = server.log  # type: ignore[attr-defined]
+        yield client
+
+
+def encode(image: Image.Image, format: str, **options: object) -> bytes:
+    """PIL image -> encoded bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
