@@ -1,7 +1,7 @@
 """BentoML service: ``POST /classify`` an image upload with an exported ResNet on ONNX Runtime (no torch).
 
 Each request is decoded in its own handler (threads, PIL releases the GIL), then waits in BentoML's adaptive
-batching queue (``service.batching``), which merges concurrent requests into one session run. Settings come from
+batching queue (``service.bentoml_adapter``), which merges concurrent requests into one session run. Settings come from
 ``RESNET_LAB_*`` variables (``service.settings``).
 
     RESNET_LAB_MODEL=model.onnx bentoml serve            # from the repo root; bentofile.yaml names this service
@@ -10,6 +10,7 @@ batching queue (``service.batching``), which merges concurrent requests into one
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -25,7 +26,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service import imaging
-from service.batching import batching_queue
+from service.bentoml_adapter import batching_queue, cancel_request_timers
+from service.errors import ErrorBodyShape, QuietRejections
+from service.inputs import ClassifyInput
 from service.limits import BodySizeLimit
 from service.runtime import ModelNotFound, OnnxClassifier, logger, resolve_model, softmax_top_k
 from service.settings import Settings
@@ -36,6 +39,7 @@ try:  # resolved at import so `bentoml serve` stops at once with the reason, ins
 except ModelNotFound as missing:
     raise SystemExit(f"resnet-lab service: {missing}") from None
 imaging.set_pixel_limit(SETTINGS.max_image_pixels)
+cancel_request_timers()  # else BentoML's request timeout timer keeps each answered request in memory for 120 s
 
 _current: ResNetClassifier | None = None
 BATCH_SIZE_HISTOGRAM = bentoml.metrics.Histogram(
@@ -137,12 +141,12 @@ class ResNetClassifier:
         metadata = self.model.metadata
         return imaging.preprocess(upload.read_bytes(), metadata.resize_size, metadata.crop_size)
 
-    @bentoml.api(route="/classify")
+    @bentoml.api(route="/classify", input_spec=ClassifyInput)  # client mistakes -> JSON 400 before this runs
     async def classify(self, image: Path, top_k: int = 5) -> dict[str, Any]:
         """Classify one uploaded image (multipart field ``image``); the ``top_k`` most likely classes."""
         num_labels = len(self.labels)
         if not 1 <= top_k <= num_labels:
-            return error(400, f"top_k must be between 1 and {num_labels}, got {top_k}")
+            return error(400, f"top_k must be an integer between 1 and {num_labels}, got {top_k}")
         size = image.stat().st_size
         if size > self.settings.max_upload_bytes:
             return error(413, f"upload too large: {size:,} bytes, the limit is {self.settings.max_upload_bytes:,}")
@@ -184,4 +188,6 @@ class ResNetClassifier:
         return logits
 
 
-ResNetClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes)
+ResNetClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes)  # outermost of ours
+ResNetClassifier.add_asgi_middleware(ErrorBodyShape)  # BentoML's 4xx bodies -> {"error": "<sentence>"}
+logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietRejections())  # where BentoML logs API errors

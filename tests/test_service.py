@@ -197,38 +197,48 @@ def test_parity_with_pytorch_on_cifar_test_images(cifar_server, cifar_files, cif
     assert cifar_server.get("/info").json()["model"] == "cifar_resnet20"
 
 
-def test_concurrent_requests_are_batched(cifar_server: httpx.Client, cifar_files) -> None:
+def _histogram(metrics: str, name: str) -> float:
+    """The ``classify`` series of one Prometheus histogram statistic (``_sum`` or ``_count``)."""
+    for line in metrics.splitlines():
+        if line.startswith(name) and 'endpoint="classify"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_concurrent_requests_go_through_the_batching_queue(cifar_server: httpx.Client, cifar_files) -> None:
+    # Whether requests merge depends on timing; that the queue merges is tested in-process
+    # (tests/test_service_parts.py). Here: every request passes through it and is counted, whatever the batching.
+    before = cifar_server.get("/info").json()["batches"]["images"]
     payloads = [path.read_bytes() for path in cifar_files] * 3
     with ThreadPoolExecutor(max_workers=24) as pool:
         responses = list(pool.map(lambda data: classify(cifar_server, data), payloads))
     assert all(response.status_code == 200 for response in responses)
     batches = cifar_server.get("/info").json()["batches"]
-    assert batches["max_size"] > 1 and batches["images"] >= len(payloads)
-    # the batch-size histogram on /metrics agrees: more images than ORT calls
-    metrics = cifar_server.get("/metrics").text
-    total = count = 0.0
-    for line in metrics.splitlines():
-        if line.startswith("resnet_lab_batch_size_sum") and 'endpoint="classify"' in line:
-            total = float(line.rsplit(" ", 1)[1])
-        if line.startswith("resnet_lab_batch_size_count") and 'endpoint="classify"' in line:
-            count = float(line.rsplit(" ", 1)[1])
-    assert count > 0 and total > count
+    assert batches["images"] - before == len(payloads)
+    assert sum(int(size) * count for size, count in batches["sizes"].items()) == batches["images"]
+    metrics = cifar_server.get("/metrics").text  # the histogram on /metrics agrees with /info
+    assert _histogram(metrics, "resnet_lab_batch_size_sum") == batches["images"]
+    assert _histogram(metrics, "resnet_lab_batch_size_count") == batches["count"]
 
 
 def test_overload_is_a_json_503_and_the_server_recovers(serve, cifar_export, cifar_files) -> None:
     # A 1 ms latency budget: BentoML's batching queue drops what it cannot answer in time; those requests get a
-    # JSON 503 (never a 500) and the server keeps answering.
+    # JSON 503 (never a 500) and the server keeps answering. Rounds of concurrent uploads until one is dropped.
     payloads = [path.read_bytes() for path in cifar_files] * 2
     with serve(cifar_export["output"], RESNET_LAB_MAX_LATENCY_MS="1") as client:
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            responses = list(pool.map(lambda data: classify(client, data), payloads))
-        statuses = {response.status_code for response in responses}
-        assert statuses == {200, 503}, statuses
-        for response in responses:
-            if response.status_code == 503:
-                assert "max_latency_ms" in response.json()["error"]
+        statuses: set[int] = set()
+        for _ in range(10):
+            with ThreadPoolExecutor(max_workers=20) as pool:
+                responses = list(pool.map(lambda data: classify(client, data), payloads))
+            statuses |= {response.status_code for response in responses}
+            for response in responses:
+                if response.status_code != 200:
+                    assert response.status_code == 503 and "max_latency_ms" in response.json()["error"]
+            if 503 in statuses:
+                break
+        assert 503 in statuses, statuses
         assert client.get("/readyz").status_code == 200
-        later = [classify(client, payloads[0]).status_code for _ in range(5)]
+        later = [classify(client, payloads[0]).status_code for _ in range(20)]
         assert 200 in later, later
 
 
