@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train Faster R-CNN on COCO. Recipes: " + ", ".join(RECIPES),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--recipe", default="coco_resnet50_c4", choices=sorted(RECIPES))
+    parser.add_argument("--recipe", default="coco_resnet50_c4", choices=sorted(RECIPES), help="detection recipe")
     parser.add_argument("--coco-root", default=os.environ.get("RESNET_LAB_COCO"), help="COCO folder (standard layout)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--backbone-checkpoint", help="classification checkpoint written by training.train")

@@ -8,8 +8,7 @@ TABLE1_GFLOPS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
 TABLE6_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
 TABLE6_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 
-# Tables 2-4: ImageNet val top-1 / top-5 error (%), 10-crop testing.
-TABLE2_TOP1_10CROP = {"plain18": 27.94, "plain34": 28.54, "resnet18": 27.88, "resnet34": 25.03}
+# Tables 3-4: ImageNet val top-1 / top-5 error (%), 10-crop testing.
 TABLE3_10CROP = {
     "plain34": (28.54, 10.02),
     "resnet34_A": (25.03, 7.76),

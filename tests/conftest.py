@@ -69,6 +69,18 @@ def cifar_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_cifar_run(cifar_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A real ResNet-20 run: one pass over 20,000 real CIFAR-10 training images with the paper's recipe (milestones
+    scaled to its 157 steps); (run folder, last metrics row). About 38% test accuracy."""
+    from training import train
+
+    output = tmp_path_factory.mktemp("trained") / "run"
+    argv = ["--recipe", "cifar10_resnet20", "--data-dir", str(cifar_dir), "--output-dir", str(output)]
+    row = train.main([*argv, "--epochs", "1", "--max-train-samples", "20000", "--device", "cpu"])
+    return output, row
+
+
+@pytest.fixture(scope="session")
 def tiny_imagenet(imagenet_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train/ and val/ class folders with real photos of 6 classes (grayscale ones included)."""
     root = tmp_path_factory.mktemp("imagenet")

@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 
 from models import ZeroPadShortcut, create_model, list_models, model_info
 from models.paper import TABLE1_GFLOPS, TABLE6_PARAMS_M
+from models.registry import FAMILY_INPUTS
 from models.summary import count_multiply_adds, count_parameters
 from models.summary import main as summary_main
 
@@ -119,7 +120,7 @@ def _load_real_photos(folder: Path, count: int) -> tuple[torch.Tensor, list[int]
             v2.Resize(256, antialias=True),
             v2.CenterCrop(224),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+            v2.Normalize(mean=list(FAMILY_INPUTS["imagenet"].mean), std=list(FAMILY_INPUTS["imagenet"].std)),
         ]
     )
     images = [transform(Image.open(folder / row["path"]).convert("RGB")) for row in rows]

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from training import evaluate, imagenet, train
 from training.classifier import load_classifier_checkpoint
+from training.steps import count_errors
 
 
 def test_class_indices_are_the_real_imagenet_indices(imagenet_samples):
@@ -73,3 +75,42 @@ def test_unknown_folders_and_broken_images_exit_clearly(tiny_imagenet, tmp_path)
     with pytest.raises(SystemExit, match="cannot read image .*bad.JPEG"):
         train.main([*args, "--data-dir", str(broken), "--batch-size", "1"])
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+class CornerClassifier(torch.nn.Module):
+    """Fixed logits per crop, told apart by which corner marker (red 1, 2, 3, 4; none: the centre) a crop holds."""
+
+    LOGITS = {
+        64: [50.0, 0.0, 0.0],
+        128: [0.0, 3.0, 0.0],
+        192: [0.0, 3.0, 0.0],
+        256: [0.0, 0.0, 0.2],
+        0: [0.0, 0.0, 0.2],
+    }
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        sums = crops[:, 0].float().sum((1, 2)).round().int().tolist()
+        return torch.tensor([self.LOGITS[value] for value in sums])
+
+
+def test_ten_crop_scores_by_the_mean_softmax_of_its_crops():
+    pixels = torch.zeros(256, 256, 3, dtype=torch.uint8)
+    for value, (rows, cols) in enumerate(
+        [
+            (slice(0, 8), slice(0, 8)),
+            (slice(0, 8), slice(248, 256)),
+            (slice(248, 256), slice(0, 8)),
+            (slice(248, 256), slice(248, 256)),
+        ],
+        1,
+    ):
+        pixels[rows, cols, 0] = value  # 8x8 markers: 64 x value in the red sum of the one corner crop holding it
+    crops = imagenet.eval_transform(256, 224, ten_crop=True)(Image.fromarray(pixels.numpy()))
+    assert crops.shape == (10, 3, 224, 224)
+    assert sorted(crops[:, 0].float().sum((1, 2)).int().tolist()) == [0, 0, 64, 64, 128, 128, 192, 192, 256, 256]
+    # mean softmax over the crops: [0.345, 0.490, 0.165] -> class 1; the mean logit would say 0, a vote 1 or 2
+    expected = torch.stack([torch.tensor(logits).softmax(0) for logits in CornerClassifier.LOGITS.values()])
+    assert expected.mul(torch.tensor([2.0, 2, 2, 2, 2])[:, None]).sum(0).argmax() == 1
+    batch = crops[None].repeat(3, 1, 1, 1, 1)
+    counts = count_errors(CornerClassifier(), [(batch, torch.tensor([1, 1, 0]))], torch.device("cpu"))
+    assert counts.tolist() == [3, 1, 0]  # images; top-1 wrong: 1 for class 1 (0 would give 2, class 2 gives 3); top-5

@@ -31,9 +31,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """What both trainers share: where the run goes, resuming, length, data subsets, logging, device."""
     parser.add_argument("--output-dir", required=True, type=Path, help="metrics.jsonl, train_log.jsonl, checkpoints/")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
-    parser.add_argument("--batch-size", type=int, help="global batch (split over processes); the recipe's if unset")
-    parser.add_argument("--lr", type=float, help="base learning rate; the recipe's if unset")
-    parser.add_argument("--seed", type=int, help="seed for initialisation, order and augmentation (default 0)")
+    parser.add_argument("--batch-size", type=int, help="global batch, split over processes (unset: the recipe's)")
+    parser.add_argument("--lr", type=float, help="base learning rate (unset: the recipe's)")
+    parser.add_argument("--seed", type=int, help="seed for initialisation, order and augmentation (unset: 0)")
     parser.add_argument("--max-train-samples", type=int, help="train on a fixed subset of this many images")
     add_eval_arguments(parser)
     parser.add_argument(

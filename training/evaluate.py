@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from models import model_info
 
 from . import cifar10, cli, distributed, imagenet
+from .checkpoint import atomic_write_text
 from .classifier import classifier_from_checkpoint, load_classifier_checkpoint
 from .data import decode_errors_as_exit
 from .steps import count_errors
@@ -32,7 +33,8 @@ def evaluate_checkpoint(
     max_samples: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on the test set under ``data_dir``; returns images, top1_error, top5_error."""
+    """Evaluate ``checkpoint`` on the test set under ``data_dir``: images, top1_error, top5_error and each image's
+    top-1 ``predictions`` in test-set order."""
     device = distributed.setup(device).device
     state = load_classifier_checkpoint(checkpoint)
     family = model_info(state["model_name"]).family
@@ -54,7 +56,8 @@ def evaluate_checkpoint(
             dataset = Subset(dataset, range(min(max_samples, len(dataset))))
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
         batches = decode_errors_as_exit(loader)
-    counts = count_errors(classifier, batches, device, amp=False, channels_last=True, progress=progress).tolist()
+    predictions: list[torch.Tensor] = []
+    counts = count_errors(classifier, batches, device, False, True, progress, predictions).tolist()
     return {
         "checkpoint": str(checkpoint),
         "model": state["model_name"],
@@ -62,6 +65,7 @@ def evaluate_checkpoint(
         "images": int(counts[0]),
         "top1_error": counts[1] / counts[0],
         "top5_error": counts[2] / counts[0],
+        "predictions": torch.cat(predictions).tolist() if predictions else [],
     }
 
 
@@ -78,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=100, help="images per forward pass")
     cli.add_eval_arguments(parser)
     cli.add_device_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    parser.add_argument("--json", action="store_true", help="print the result (without predictions) as one JSON line")
+    parser.add_argument("--predictions", type=Path, help="write each test image's top-1 class here (JSON list)")
     return parser
 
 
@@ -95,8 +100,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         max_samples=args.max_eval_samples,
         progress=True,
     )
+    if args.predictions:
+        atomic_write_text(args.predictions, json.dumps(result["predictions"]) + "\n")
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({key: value for key, value in result.items() if key != "predictions"}))
     else:
         print(
             f"{result['model']} ({result['protocol']}, {result['images']} images): "

@@ -130,10 +130,11 @@ def count_errors(
     amp: bool = False,
     channels_last: bool = False,
     progress: bool = False,
+    predictions: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``[images, top-1 wrong, top-5 wrong]`` for uint8 batches ``[B, 3, H, W]`` or ten crops ``[B, 10, 3, H, W]``.
 
-    Ten crops are scored by their mean softmax.
+    Ten crops are scored by their mean softmax. ``predictions``, if given, receives each batch's top-1 classes.
     """
     was_training = classifier.training
     classifier.eval()
@@ -148,6 +149,8 @@ def count_errors(
             logits = classifier(flat).float()
         scores = logits.softmax(1).unflatten(0, (-1, crops)).mean(1) if crops > 1 else logits
         top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
+        if predictions is not None:
+            predictions.append(top5[:, 0].cpu())
         counts[0] += labels.shape[0]
         counts[1] += (top5[:, 0] != labels).sum()
         counts[2] += (top5 != labels[:, None]).all(1).sum()

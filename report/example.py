@@ -1,0 +1,49 @@
+"""The README's example answer, from the real service: ``python -m report.example``.
+
+Starts ``bentoml serve`` with the embedded default model, uploads a real photo from the shared data folder (a
+house finch) as the README's ``curl`` line does, and writes the answer to ``docs/examples/classify.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from export import samples
+from service.local_server import bentoml_serve
+from training.checkpoint import atomic_write_text
+
+from .provenance import REPO_ROOT
+
+PHOTO = Path("imagenet_samples/val/n01532829/n01532829_house_finch.JPEG")  # relative to the shared data folder
+TOP_K = 3
+EXAMPLE = REPO_ROOT / "docs" / "examples" / "classify.json"
+
+
+def ask(url: str) -> dict:
+    """The service's answer for the example photo."""
+    photo = samples.shared_data_dir() / PHOTO
+    response = httpx.post(
+        url + "/classify", files={"image": (photo.name, photo.read_bytes())}, data={"top_k": str(TOP_K)}, timeout=60
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Serve the default model, ask, write the example file."""
+    argparse.ArgumentParser(prog="python -m report.example", description=__doc__).parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="example-"))
+    with bentoml_serve({"RESNET_LAB_MODEL": "", "BENTOML_HOME": str(work / "bentoml")}, work / "serve.log") as server:
+        answer = ask(server.url)
+    atomic_write_text(EXAMPLE, json.dumps(answer, indent=1) + "\n")
+    print(f"wrote {EXAMPLE}")
+    return answer
+
+
+if __name__ == "__main__":
+    main()

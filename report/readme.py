@@ -1,0 +1,60 @@
+"""Regenerate the README's generated blocks: ``python -m report.readme`` (``--check`` only compares).
+
+A block sits between ``<!-- generated: SOURCE -->`` and ``<!-- /generated -->``. SOURCE is a benchmark results file
+(``docs/bench/NAME.json``, rendered by ``report.bench_file``), ``settings`` (``service.settings``' table) or a JSON
+file shown as is (``docs/examples/NAME.json``, e.g. a real answer of the shipped model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from service.settings import markdown_table
+from training.checkpoint import atomic_write_text
+
+from .bench_file import render
+from .provenance import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+BLOCK = re.compile(  # a block's body never holds another block's start
+    r"(<!-- generated: (?P<source>\S+) -->\n)(?P<body>(?:(?!<!-- generated:).)*?)(<!-- /generated -->)", re.DOTALL
+)
+
+
+def generate(source: str) -> str:
+    """The Markdown a block with ``source`` holds."""
+    if source == "settings":
+        return markdown_table()
+    path = REPO_ROOT / source
+    if not path.is_file():
+        raise SystemExit(f"README block source {source} not found (run the benchmark that writes it)")
+    if path.parent.name == "bench":
+        return render(path)
+    return "```json\n" + path.read_text().strip() + "\n```"
+
+
+def regenerate(text: str) -> str:
+    """``text`` with every generated block rewritten from its source."""
+    return BLOCK.sub(lambda match: match.group(1) + generate(match["source"]) + "\n" + match.group(4), text)
+
+
+def main(argv: list[str] | None = None) -> bool:
+    """Rewrite README.md (or, with ``--check``, say whether it is up to date); returns whether it was."""
+    parser = argparse.ArgumentParser(prog="python -m report.readme", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when a block drifted")
+    args = parser.parse_args(argv)
+    text = README.read_text()
+    current = regenerate(text) == text
+    if args.check:
+        if not current:
+            raise SystemExit("README.md's generated blocks drifted: run `python -m report.readme`")
+        return True
+    if not current:
+        atomic_write_text(README, regenerate(text))
+        print(f"rewrote the generated blocks of {README}")
+    return current
+
+
+if __name__ == "__main__":
+    main()
