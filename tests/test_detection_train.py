@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,18 +33,36 @@ def losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["train_loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_real_coco_training_loss_falls_resumes_and_val2017_evaluates(tmp_path, data_dir, classifier_checkpoint):
+def steps(run_dir: Path, name: str) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / name).read_text().splitlines()]
+
+
+def test_real_coco_training_loss_falls_resumes_exactly_and_val2017_evaluates(tmp_path, data_dir, classifier_checkpoint):
     coco = data_dir / "coco"
-    run = tmp_path / "run"
-    common = ["--coco-root", str(coco), "--output-dir", str(run), *REAL_DATA_FLAGS]
-    train.main([*common, "--backbone-checkpoint", str(classifier_checkpoint), "--max-iters", "6"])
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    common = ["--coco-root", str(coco), *REAL_DATA_FLAGS, "--max-iters", "8"]
+    backbone = ["--backbone-checkpoint", str(classifier_checkpoint)]
+    # 8 iterations (2 per epoch), interrupted after 6, then resumed; beside the same 8 run straight
+    train.main([*common, *backbone, "--output-dir", str(run), "--stop-after-epochs", "3"])
     first = load_detection_checkpoint(run / "checkpoints" / "last.pt")
     assert first["step"] == 6 and first["arch"] == "resnet18" and first["image_mean"] == pytest.approx([0.5, 0.4, 0.3])
     assert len(first["category_ids"]) == 80 and first["backbone"].endswith("resnet18_cls.pt")
-    train.main([*common, "--resume", "--max-iters", "8"])
-    assert load_detection_checkpoint(run / "checkpoints" / "last.pt")["step"] == 8
+    older = tmp_path / "step6.pt"
+    shutil.copyfile(run / "checkpoints" / "last.pt", older)
+    train.main([*common, "--output-dir", str(run), "--resume"])
+    train.main([*common, *backbone, "--output-dir", str(straight)])
+    resumed = load_detection_checkpoint(run / "checkpoints" / "last.pt")
+    reference = load_detection_checkpoint(straight / "checkpoints" / "last.pt")
+    assert resumed["step"] == reference["step"] == 8
+    for key, value in reference["model"].items():  # optimizer momentum, schedule and RNGs were all restored
+        assert torch.equal(resumed["model"][key], value), key
+    assert resumed["scheduler"] == reference["scheduler"]
+    # resuming from an older checkpoint again rewrites the logs from there: no row twice
+    shutil.copyfile(older, run / "checkpoints" / "last.pt")
+    train.main([*common, "--output-dir", str(run), "--resume"])
+    assert steps(run, "metrics.jsonl") == [2, 4, 6, 8] and steps(run, "train_log.jsonl") == list(range(1, 9))
     history = losses(run)
-    assert len(history) == 8
+    assert history == losses(straight)
     assert sum(history[-3:]) / 3 < 0.8 * sum(history[:2]) / 2, history
     assert (run / "loss.png").stat().st_size > 1000
 
