@@ -16,7 +16,7 @@ from torch import nn
 
 from detection.model import build_detector, fresh_backbone
 from detection.recipes import DetectionRecipe
-from training.checkpoint import load_checkpoint, read_torch_state
+from training.checkpoint import check_checkpoint, read_torch_state
 from training.classifier import FORMAT as CLASSIFIER_FORMAT
 from training.classifier import load_classifier_checkpoint, model_from_checkpoint
 
@@ -31,7 +31,7 @@ def load_detection_checkpoint(path: str | os.PathLike, map_location: str | torch
     state = read_torch_state(path, "detection checkpoint", how, map_location)
     if isinstance(state, dict) and state.get("format") == CLASSIFIER_FORMAT:
         how = "that is a classification checkpoint: pass it to `python -m detection.train --backbone-checkpoint`"
-    return load_checkpoint(path, FORMAT, REQUIRED_KEYS, "detection checkpoint", how, map_location)
+    return check_checkpoint(state, path, FORMAT, REQUIRED_KEYS, "detection checkpoint", how)
 
 
 def detector_from_checkpoint(state: dict[str, Any]) -> tuple[nn.Module, DetectionRecipe]:

@@ -1,8 +1,12 @@
-"""COCO bbox evaluation: run a detector checkpoint on a split, or score an existing results JSON.
+"""COCO bbox evaluation of a detector checkpoint, an exported ONNX file, a running server, or a results JSON.
 
-    python detection/eval_coco.py --checkpoint runs/det_r50/checkpoints/last.pt --coco-root ../shared/data/coco \\
-        --split val2017 --output-dir runs/det_r50/eval
+    python detection/eval_coco.py --checkpoint runs/det/checkpoints/last.pt --coco-root ../shared/data/coco \\
+        --split val2017 --output-dir runs/det/eval
+    python detection/eval_coco.py --onnx detector.onnx --coco-root ../shared/data/coco --split val2017
+    python detection/eval_coco.py --server http://127.0.0.1:3000 --coco-root ../shared/data/coco --split val2017
     python detection/eval_coco.py --results-json detections.json --ann-file instances_val2017.json
+
+The first three read the split with the same loader and score with the same COCOeval.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from detection.coco_eval import BACKENDS, evaluate, load_ground_truth, read_resu
 from detection.data import CocoDetectionDataset
 from detection.inference import detect
 from detection.model import set_test_size
+from detection.served import detect_onnx, detect_server
 from training import cli, distributed
 from training.checkpoint import atomic_write_text
 
@@ -27,18 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python detection/eval_coco.py", description=__doc__, formatter_class=cli.HelpFormatter
     )
-    parser.add_argument("--checkpoint", help="detection checkpoint written by detection.train")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="detection checkpoint written by detection.train (PyTorch)")
+    source.add_argument("--onnx", type=Path, help="detector exported by detection.export (ONNX Runtime)")
+    source.add_argument("--server", help="URL of a running service: every image goes to its POST /detect")
+    source.add_argument("--results-json", help="evaluate this COCO results file instead of running a model")
     parser.add_argument("--coco-root", default=os.environ.get("RESNET_LAB_COCO"), help="COCO folder (standard layout)")
     parser.add_argument("--split", default="val2017", help="annotations/instances_<split>.json and <split>/")
-    parser.add_argument("--results-json", help="evaluate this COCO results file instead of running a model")
     parser.add_argument("--ann-file", help="ground truth for --results-json")
     parser.add_argument("--output-dir", type=Path, help="where detections.json and metrics.json go")
     cli.add_eval_arguments(parser)
-    parser.add_argument("--min-size-test", type=int, help="test shorter side (default: the recipe's)")
-    parser.add_argument("--max-size", type=int, help="test longest side cap (default: the recipe's)")
-    parser.add_argument("--rpn-post-nms-top-n-test", type=int, help="RPN proposals kept per image (default: recipe)")
+    parser.add_argument("--min-size-test", type=int, help="--checkpoint: test shorter side (default: the recipe's)")
+    parser.add_argument("--max-size", type=int, help="--checkpoint: test longest side cap (default: the recipe's)")
+    parser.add_argument(
+        "--rpn-post-nms-top-n-test", type=int, help="--checkpoint: RPN proposals per image (default: the recipe's)"
+    )
     parser.add_argument("--score-threshold", type=float, default=0.05, help="drop detections scoring less")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    parser.add_argument("--concurrency", type=int, default=4, help="--server: uploads in flight")
     parser.add_argument("--backend", default="pycocotools", choices=BACKENDS, help="COCOeval implementation")
     cli.add_device_arguments(parser)
     return parser
@@ -48,17 +59,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check that one source of detections is given with what it needs."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if bool(args.checkpoint) == bool(args.results_json):
-        parser.error("give either --checkpoint (with --coco-root) or --results-json (with --ann-file)")
+    if not (args.checkpoint or args.onnx or args.server or args.results_json):
+        parser.error("give --checkpoint, --onnx or --server (with --coco-root), or --results-json (with --ann-file)")
     if args.results_json and not args.ann_file:
         parser.error("--results-json needs --ann-file (the ground-truth instances_<split>.json)")
-    if args.checkpoint and not args.coco_root:
-        parser.error("--checkpoint needs --coco-root")
+    if not args.results_json and not args.coco_root:
+        parser.error("--checkpoint, --onnx and --server need --coco-root")
     return args
 
 
-def run_checkpoint(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[int], Path]:
-    """Run the checkpoint's detector over the split; returns (results, evaluated image ids, ann file)."""
+def split(args: argparse.Namespace) -> CocoDetectionDataset:
+    """The evaluated images: the split, its first ``--max-eval-samples``."""
+    dataset = CocoDetectionDataset(args.coco_root, args.split)
+    return dataset.subset(dataset.image_ids[: args.max_eval_samples])
+
+
+def run_checkpoint(args: argparse.Namespace, dataset: CocoDetectionDataset) -> list[dict[str, Any]]:
+    """Run the checkpoint's detector (PyTorch) over the images."""
     state = load_detection_checkpoint(args.checkpoint)
     model, recipe = detector_from_checkpoint(state)
     if args.rpn_post_nms_top_n_test:
@@ -67,11 +84,20 @@ def run_checkpoint(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list
     set_test_size(model, args.min_size_test or recipe.min_size_test, args.max_size or recipe.max_size)
     context = distributed.setup(args.device, fixed_input_sizes=False)
     model.to(context.device).eval()
-    dataset = CocoDetectionDataset(args.coco_root, args.split)
     if dataset.categories.category_ids != [int(value) for value in state["category_ids"]]:
         raise SystemExit(f"{args.checkpoint} was trained on other categories than {args.coco_root}/{args.split}")
-    dataset = dataset.subset(dataset.image_ids[: args.max_eval_samples])
-    results = detect(model, dataset, context, args.batch_size, args.workers, progress=True)
+    return detect(model, dataset, context, args.batch_size, args.workers, progress=True)
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[int], Path]:
+    """Detections of the chosen source over the split; returns (results, evaluated image ids, ann file)."""
+    dataset = split(args)
+    if args.onnx:
+        results = detect_onnx(args.onnx, dataset, args.score_threshold)
+    elif args.server:
+        results = detect_server(args.server, dataset, args.score_threshold, args.concurrency)
+    else:
+        results = run_checkpoint(args, dataset)
     return results, list(dataset.image_ids), dataset.paths.ann_file
 
 
@@ -82,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         results, image_ids = read_results(args.results_json), None
         coco_gt = load_ground_truth(args.ann_file, args.backend)
     else:
-        results, image_ids, ann_file = run_checkpoint(args)
+        results, image_ids, ann_file = run(args)
         coco_gt = load_ground_truth(ann_file, args.backend)
         if args.output_dir:
             atomic_write_text(args.output_dir / "detections.json", json.dumps(results))

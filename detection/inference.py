@@ -14,23 +14,22 @@ from training import distributed
 from training.distributed import Context
 
 
+def coco_result(image_id: int, box: list[float], category_id: int, score: float) -> dict[str, Any]:
+    """One detection (xyxy box in pixels) as a COCO result (xywh)."""
+    x1, y1, x2, y2 = (float(value) for value in box)
+    bbox = [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
+    return {"image_id": int(image_id), "category_id": int(category_id), "bbox": bbox, "score": round(float(score), 5)}
+
+
 def to_coco_results(outputs: list[dict[str, torch.Tensor]], image_ids: list[int], categories: CategoryMap) -> list:
     """Detector outputs (xyxy, contiguous labels) -> COCO results (xywh, original category ids)."""
-    results = []
-    for output, image_id in zip(outputs, image_ids, strict=True):
-        boxes = output["boxes"].tolist()
-        for (x1, y1, x2, y2), label, score in zip(
-            boxes, output["labels"].tolist(), output["scores"].tolist(), strict=True
-        ):
-            results.append(
-                {
-                    "image_id": int(image_id),
-                    "category_id": categories.to_category_id(int(label)),
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(float(score), 5),
-                }
-            )
-    return results
+    return [
+        coco_result(image_id, box, categories.to_category_id(int(label)), score)
+        for output, image_id in zip(outputs, image_ids, strict=True)
+        for box, label, score in zip(
+            output["boxes"].tolist(), output["labels"].tolist(), output["scores"].tolist(), strict=True
+        )
+    ]
 
 
 @torch.no_grad()

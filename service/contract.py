@@ -18,8 +18,8 @@ CLASSIFICATION = "classification"
 DETECTION = "detection"
 TASKS = (CLASSIFICATION, DETECTION)
 BENTO_MODEL_NAMES = {CLASSIFICATION: "resnet-classifier", DETECTION: "resnet-detector"}
-INPUT_NAME = "images"
-OUTPUT_NAMES = {CLASSIFICATION: ("logits",), DETECTION: ("boxes", "scores", "labels")}
+INPUT_NAMES = {CLASSIFICATION: "images", DETECTION: "image"}  # uint8 RGB [N, 3, H, W] / one image [3, H, W]
+OUTPUT_NAMES = {CLASSIFICATION: ("logits",), DETECTION: ("boxes", "scores", "labels")}  # labels: COCO category ids
 
 
 class Key:
@@ -31,6 +31,9 @@ class Key:
     RESIZE_SIZE = "resize_size"  # classification: shorter side before the centre crop
     CROP_SIZE = "crop_size"  # classification: the graph's input side
     CATEGORIES = "categories"  # detection: JSON list of {"id", "name"}
+    TEST_SCALE = "test_scale"  # detection: JSON {"min_size", "max_size"}, the shorter side the graph resizes to
+    SCORE_THRESHOLD = "score_threshold"  # detection: the graph drops detections scoring less
+    NMS = "nms"  # detection: JSON of the NMS settings baked into the graph
     RECIPE = "recipe"  # JSON: the training recipe
     METRICS = "metrics"  # JSON: what the source checkpoint measured
     SOURCE_SHA256 = "source_sha256"  # hash of the checkpoint or weights file exported

@@ -96,3 +96,11 @@ class ClassifyInput(MultipartInput):
 
     image: Path = Field(description="the image file (JPEG, PNG, GIF, WebP, BMP or TIFF)")
     top_k: int = Field(5, description="how many classes to return, 1 to the number of labels")
+
+
+class DetectInput(MultipartInput):
+    """Detect objects in one uploaded image."""  # mirrors ResNetClassifier.detect(...): keep them in step
+
+    image: Path = Field(description="the image file (JPEG, PNG, GIF, WebP, BMP or TIFF)")
+    score_threshold: float = Field(0.5, description="drop detections scoring less, 0 to 1")
+    max_detections: int = Field(100, description="return at most this many detections, 1 to 1000")

@@ -18,7 +18,7 @@ async def _send_json(send: Any, status: int, body: dict[str, str]) -> None:
 class BodySizeLimit:
     """Refuse POST bodies over ``max_bytes`` on ``paths``: by Content-Length at once, else while streaming."""
 
-    def __init__(self, app: Any, max_bytes: int, paths: tuple[str, ...] = ("/classify",)) -> None:
+    def __init__(self, app: Any, max_bytes: int, paths: tuple[str, ...] = ("/classify", "/detect")) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.paths = paths

@@ -15,7 +15,8 @@ import onnxruntime as ort
 from service.contract import (
     BENTO_MODEL_NAMES,
     CLASSIFICATION,
-    INPUT_NAME,
+    DETECTION,
+    INPUT_NAMES,
     ONNX_FILE_NAME,
     OUTPUT_NAMES,
     ContractError,
@@ -32,28 +33,34 @@ class ModelNotFound(RuntimeError):
     """No usable model: the message says how to provide one."""
 
 
-def resolve_model(value: str) -> Path:
-    """A .onnx path or a BentoML model-store tag; empty: the embedded default model."""
-    how = (
-        "export one with `python -m export --checkpoint FILE --output model.onnx` and start with "
-        f"RESNET_LAB_MODEL=model.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[CLASSIFICATION]}:latest)"
-    )
+HOW_TO_GET = {
+    CLASSIFICATION: "export one with `python -m export --checkpoint FILE --output model.onnx` and start with "
+    f"RESNET_LAB_MODEL=model.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[CLASSIFICATION]}:latest)",
+    DETECTION: "export one with `python -m detection.export --checkpoint FILE --output detector.onnx` and start with "
+    f"RESNET_LAB_DETECTOR=detector.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[DETECTION]}:latest)",
+}
+VARIABLES = {CLASSIFICATION: "RESNET_LAB_MODEL", DETECTION: "RESNET_LAB_DETECTOR"}
+
+
+def resolve_model(value: str, task: str = CLASSIFICATION) -> Path:
+    """A .onnx path or a BentoML model-store tag; empty: the embedded default classifier."""
+    how, variable = HOW_TO_GET[task], VARIABLES[task]
     if not value:
-        if DEFAULT_MODEL.is_file():
+        if task == CLASSIFICATION and DEFAULT_MODEL.is_file():
             return DEFAULT_MODEL
-        raise ModelNotFound(f"no model to serve: RESNET_LAB_MODEL is unset and {DEFAULT_MODEL} does not exist; {how}")
+        raise ModelNotFound(f"no model: {variable} is unset; {how}")
     path = Path(value).expanduser()
     if path.is_file():
         return path
     if path.suffix == ".onnx" or os.sep in value:
-        raise ModelNotFound(f"RESNET_LAB_MODEL={value}: no such file; {how}")
+        raise ModelNotFound(f"{variable}={value}: no such file; {how}")
     import bentoml
 
     try:
         model = bentoml.models.get(value)
     except Exception as error:
         raise ModelNotFound(
-            f"RESNET_LAB_MODEL={value}: not a file and not in the BentoML model store ({error}); {how}"
+            f"{variable}={value}: not a file and not in the BentoML model store ({error}); {how}"
         ) from None
     return Path(model.path_of(model.info.metadata.get("file", ONNX_FILE_NAME)))
 
@@ -94,24 +101,24 @@ def open_session(path: Path, settings: Settings) -> ort.InferenceSession:
 
 
 @dataclass
-class OnnxClassifier:
-    """An ONNX Runtime session plus the serving metadata stored in the file."""
+class OnnxModel:
+    """An ONNX Runtime session plus the serving metadata stored in the file (``service.contract``)."""
 
     session: ort.InferenceSession
     path: Path
     metadata: ModelMetadata
 
     @classmethod
-    def load(cls, path: str | os.PathLike, settings: Settings) -> OnnxClassifier:
-        """Open ``path``; a file that is not a resnet-lab classifier is refused with a clear message."""
+    def load(cls, path: str | os.PathLike, settings: Settings, task: str = CLASSIFICATION) -> OnnxModel:
+        """Open ``path``; a file that is not a resnet-lab model of ``task`` is refused with a clear message."""
         path = Path(path)
         session = open_session(path, settings)
         try:
             metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
         except ContractError as error:
             raise ModelNotFound(str(error)) from None
-        if metadata.task != CLASSIFICATION:
-            raise ModelNotFound(f"{path} is a {metadata.task} model; RESNET_LAB_MODEL takes a classifier")
+        if metadata.task != task:
+            raise ModelNotFound(f"{path} is a {metadata.task} model; {VARIABLES[task]} takes a {task} model")
         return cls(session=session, path=path, metadata=metadata)
 
     @property
@@ -120,8 +127,13 @@ class OnnxClassifier:
         return list(self.session.get_providers())
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """uint8 ``[N, 3, crop, crop]`` -> float32 ``[N, num_classes]``."""
-        return self.session.run(list(OUTPUT_NAMES[CLASSIFICATION]), {INPUT_NAME: images})[0]
+        """Classifier: uint8 ``[N, 3, crop, crop]`` -> float32 ``[N, num_classes]``."""
+        return self.session.run(list(OUTPUT_NAMES[CLASSIFICATION]), {INPUT_NAMES[CLASSIFICATION]: images})[0]
+
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detector: uint8 ``[3, H, W]`` -> boxes ``[K, 4]`` in input pixels, scores ``[K]``, COCO ids ``[K]``."""
+        boxes, scores, labels = self.session.run(list(OUTPUT_NAMES[DETECTION]), {INPUT_NAMES[DETECTION]: image})
+        return boxes, scores, labels
 
 
 def softmax_top_k(logits: np.ndarray, k: int) -> list[tuple[int, float]]:

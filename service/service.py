@@ -1,11 +1,12 @@
-"""BentoML service: ``POST /classify`` an image upload with an exported ResNet on ONNX Runtime (no torch).
+"""BentoML service: ``POST /classify`` and ``POST /detect`` with exported ResNets on ONNX Runtime (no torch).
 
 Each request is decoded in its own handler (threads, PIL releases the GIL), then waits in BentoML's adaptive
 batching queue (``service.bentoml_adapter``), which merges concurrent requests into one session run. Settings come from
 ``RESNET_LAB_*`` variables (``service.settings``).
 
-    RESNET_LAB_MODEL=model.onnx bentoml serve            # from the repo root; bentofile.yaml names this service
+    RESNET_LAB_MODEL=model.onnx RESNET_LAB_DETECTOR=detector.onnx bentoml serve   # from the repo root
     curl -F image=@cat.jpg -F top_k=3 http://127.0.0.1:3000/classify
+    curl -F image=@street.jpg -F score_threshold=0.5 http://127.0.0.1:3000/detect
 """
 
 from __future__ import annotations
@@ -20,22 +21,23 @@ from typing import Any
 import anyio
 import bentoml
 import numpy as np
-from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from service import imaging
 from service.bentoml_adapter import batching_queue, cancel_request_timers
+from service.contract import DETECTION
+from service.detector import DetectionRefused, Detector
 from service.errors import ErrorBodyShape, QuietRejections
-from service.inputs import ClassifyInput
+from service.inputs import ClassifyInput, DetectInput
 from service.limits import BodySizeLimit
-from service.runtime import ModelNotFound, OnnxClassifier, logger, resolve_model, softmax_top_k
+from service.runtime import HOW_TO_GET, ModelNotFound, OnnxModel, logger, resolve_model, softmax_top_k
 from service.settings import Settings
+from service.web import web_app
 
 SETTINGS = Settings.from_env()
 try:  # resolved at import so `bentoml serve` stops at once with the reason, instead of restarting workers
     MODEL_PATH = resolve_model(SETTINGS.model)
+    DETECTOR_PATH = resolve_model(SETTINGS.detector, DETECTION) if SETTINGS.detector else None
 except ModelNotFound as missing:
     raise SystemExit(f"resnet-lab service: {missing}") from None
 imaging.set_pixel_limit(SETTINGS.max_image_pixels)
@@ -63,30 +65,23 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def info_endpoint(_: Request) -> JSONResponse:
-    """GET/POST /info: model, sizes, providers really in use, batching settings and observed batch sizes."""
-    if _current is None:
-        return error(503, "model not loaded yet")
-    return JSONResponse(_current.describe())
-
-
-info_app = Starlette(routes=[Route("/info", info_endpoint, methods=["GET", "POST"])])
-
-
-@bentoml.asgi_app(info_app, path="/")
+@bentoml.asgi_app(web_app(lambda: _current.describe() if _current is not None else None), path="/")
 @bentoml.service(
     name="resnet_classifier",
     workers=1,  # one process: every request reaches the same batching queue and ORT session
     traffic={"timeout": 120},
 )
 class ResNetClassifier:
-    """Image classification with an exported resnet-lab ONNX model."""
+    """Image classification and object detection with exported resnet-lab ONNX models."""
 
     def __init__(self) -> None:
         global _current
         self.settings = SETTINGS
-        self.model = OnnxClassifier.load(MODEL_PATH, SETTINGS)
+        self.model = OnnxModel.load(MODEL_PATH, SETTINGS)
+        self.detector = Detector(DETECTOR_PATH, SETTINGS) if DETECTOR_PATH else None
         self.labels = self.model.metadata.labels
+        crop_size = self.model.metadata.crop_size
+        self.fast_decode = not SETTINGS.exact_decode and imaging.fast_decode_keeps_answers(crop_size)
         self._decode_limiter: anyio.CapacityLimiter | None = None
         self._enqueue = batching_queue(
             self._run_queued_batch, SETTINGS.max_batch_size, SETTINGS.max_latency_ms, _overloaded
@@ -124,6 +119,8 @@ class ResNetClassifier:
             "providers": self.model.providers,
             "batching": {"max_batch_size": settings.max_batch_size, "max_latency_ms": settings.max_latency_ms},
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_image_pixels": settings.max_image_pixels},
+            "decode": "fast" if self.fast_decode else "exact",
+            "detector": self.detector.describe() if self.detector else None,
             "batches": {
                 "count": sum(sizes.values()),
                 "images": sum(size * count for size, count in sizes.items()),
@@ -139,7 +136,7 @@ class ResNetClassifier:
 
     def _decode(self, upload: Path) -> np.ndarray:
         metadata = self.model.metadata
-        return imaging.preprocess(upload.read_bytes(), metadata.resize_size, metadata.crop_size)
+        return imaging.preprocess(upload.read_bytes(), metadata.resize_size, metadata.crop_size, fast=self.fast_decode)
 
     @bentoml.api(route="/classify", input_spec=ClassifyInput)  # client mistakes -> JSON 400 before this runs
     async def classify(self, image: Path, top_k: int = 5) -> dict[str, Any]:
@@ -147,14 +144,11 @@ class ResNetClassifier:
         num_labels = len(self.labels)
         if not 1 <= top_k <= num_labels:
             return error(400, f"top_k must be an integer between 1 and {num_labels}, got {top_k}")
-        size = image.stat().st_size
-        if size > self.settings.max_upload_bytes:
-            return error(413, f"upload too large: {size:,} bytes, the limit is {self.settings.max_upload_bytes:,}")
+        if (too_large := self._too_large(image)) is not None:
+            return too_large
         started = time.perf_counter()
-        if self._decode_limiter is None:
-            self._decode_limiter = anyio.CapacityLimiter(self.settings.decode_threads)
         try:
-            pixels = await anyio.to_thread.run_sync(self._decode, image, limiter=self._decode_limiter)
+            pixels = await anyio.to_thread.run_sync(self._decode, image, limiter=self.decode_limiter)
         except imaging.ImageRejected as rejected:
             return error(rejected.status, str(rejected))
         decoded = time.perf_counter()
@@ -171,6 +165,31 @@ class ResNetClassifier:
             for index, score in softmax_top_k(logits, top_k)
         ]
         return {"model": self.model.metadata.model_name, "predictions": predictions}
+
+    @bentoml.api(route="/detect", input_spec=DetectInput)  # client mistakes -> JSON 400 before this runs
+    async def detect(self, image: Path, score_threshold: float = 0.5, max_detections: int = 100) -> dict[str, Any]:
+        """Objects in one uploaded image: boxes in its pixels (as displayed), COCO category ids, labels, scores."""
+        if self.detector is None:
+            return error(503, f"no detector configured: {HOW_TO_GET[DETECTION]}")
+        if (too_large := self._too_large(image)) is not None:
+            return too_large
+        try:
+            self.detector.check(score_threshold, max_detections)
+            data = await anyio.to_thread.run_sync(image.read_bytes)
+            return await self.detector.answer(data, score_threshold, max_detections, self.decode_limiter)
+        except DetectionRefused as refused:
+            return error(refused.status, str(refused))
+
+    @property
+    def decode_limiter(self) -> anyio.CapacityLimiter:
+        """How many uploads decode at once (made in the event loop, on first use)."""
+        if self._decode_limiter is None:
+            self._decode_limiter = anyio.CapacityLimiter(self.settings.decode_threads)
+        return self._decode_limiter
+
+    def _too_large(self, upload: Path) -> JSONResponse | None:
+        size, limit = upload.stat().st_size, self.settings.max_upload_bytes
+        return error(413, f"upload too large: {size:,} bytes, the limit is {limit:,}") if size > limit else None
 
     async def _run_queued_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The dispatcher's callback: one ORT run for the queued images, off the event loop."""

@@ -22,13 +22,24 @@ class Settings:
     model: str = _setting(
         "RESNET_LAB_MODEL", "", "classifier to serve: a .onnx file or a model-store tag; empty: the embedded default"
     )
+    detector: str = _setting(
+        "RESNET_LAB_DETECTOR", "", "detector for /detect: a .onnx file or a model-store tag; empty: /detect answers 503"
+    )
+    detect_concurrency: int = _setting(
+        "RESNET_LAB_DETECT_CONCURRENCY", 1, "detections run at once (each ORT run uses every core); others wait"
+    )
     max_batch_size: int = _setting("RESNET_LAB_MAX_BATCH_SIZE", 32, "most images per ONNX Runtime call (batching)")
     max_latency_ms: int = _setting(
-        "RESNET_LAB_MAX_LATENCY_MS", 20_000, "a request the batching queue cannot answer in this time gets a 503"
+        "RESNET_LAB_MAX_LATENCY_MS", 20_000, "waiting longer for the batching queue or a detection slot: 503"
     )
     max_upload_bytes: int = _setting("RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "larger uploads get a 413")
     max_image_pixels: int = _setting(
         "RESNET_LAB_MAX_IMAGE_PIXELS", 50_000_000, "images declaring more pixels get a 413 (before decoding)"
+    )
+    exact_decode: bool = _setting(
+        "RESNET_LAB_EXACT_DECODE",
+        False,
+        "1: decode every pixel of large JPEGs; 0: reduced-scale decode where it keeps the answers (inputs >= 64 px)",
     )
     decode_threads: int = _setting("RESNET_LAB_DECODE_THREADS", os.cpu_count() or 1, "uploads decoded at once")
     ort_threads: int = _setting("RESNET_LAB_ORT_THREADS", 0, "ONNX Runtime intra-op threads (0: one per core)")

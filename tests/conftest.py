@@ -18,7 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from helpers import bentoml_server, calibrate, image_batch, make_shapes_split
+from helpers import (
+    COCO_SMALL_FLAGS,
+    REPO_ROOT,
+    SHAPES_FLAGS,
+    bentoml_server,
+    calibrate,
+    image_batch,
+    make_shapes_split,
+)
 
 from export import classifier as exporter
 from export import samples
@@ -98,6 +106,27 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_shapes_split(root, "train2017", num_images=160, seed=0)
     make_shapes_split(root, "val2017", num_images=40, seed=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def shapes_detector(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of the small C4 detector trained on the shapes (``python -m detection.train`` from the repo
+    root, as users run it)."""
+    run = tmp_path_factory.mktemp("shapes_detector") / "run"
+    command = [sys.executable, "-m", "detection.train", "--coco-root", str(shapes_root), "--output-dir", str(run)]
+    subprocess.run([*command, *SHAPES_FLAGS], cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    return run
+
+
+@pytest.fixture(scope="session")
+def coco_detector(data_dir: Path, classifier_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a resnet18 C4 detector trained 8 iterations on real COCO train2017 images."""
+    from detection import train
+
+    run = tmp_path_factory.mktemp("coco_detector") / "run"
+    backbone = ["--backbone-checkpoint", str(classifier_checkpoint)]
+    train.main(["--coco-root", str(data_dir / "coco"), "--output-dir", str(run), *backbone, *COCO_SMALL_FLAGS])
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,23 @@ from service.local_server import BIN, REPO_ROOT, bentoml_serve
 
 __all__ = ["BIN", "REPO_ROOT"]
 
+# A real-COCO detector small enough for CPU CI: short side 160, RoIAlign 7x7 and 16 sampled RoIs per image keep
+# conv5_x per region cheap; the per-epoch evaluation sees 4 val2017 images with 50 proposals each.
+COCO_SMALL_FLAGS = [
+    "--batch-size", "2", "--min-size-train", "160", "--min-size-test", "160", "--max-size", "256",
+    "--max-train-samples", "4", "--warmup-iters", "2", "--workers", "0", "--roi-output-size", "7",
+    "--box-batch-size-per-image", "16", "--rpn-post-nms-top-n-test", "50", "--max-eval-samples", "4",
+    "--log-every", "1", "--max-iters", "8",
+]  # fmt: skip
+# A small C4 detector on cifar_resnet20 that learns the shapes dataset in a few CPU minutes (AP50 ~0.9).
+SHAPES_FLAGS = [
+    "--from-scratch", "--arch", "cifar_resnet20", "--max-iters", "120", "--batch-size", "4", "--lr", "0.02",
+    "--warmup-iters", "20", "--min-size-train", "64", "--min-size-test", "64", "--max-size", "64", "--workers", "0",
+    "--norm", "batch", "--trainable-stages", "4", "--anchor-sizes", "16", "24", "32",
+    "--rpn-pre-nms-top-n-train", "1000", "--rpn-post-nms-top-n-train", "200", "--box-batch-size-per-image", "16",
+    "--rpn-post-nms-top-n-test", "50",
+]  # fmt: skip
+
 
 def image_batch(files: Sequence[Path], resize: int, crop: int) -> torch.Tensor:
     """uint8 ``[N, 3, crop, crop]`` through the project's loader, resize and centre crop."""

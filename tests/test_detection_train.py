@@ -12,21 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO_ROOT, SHAPE_CATEGORIES
+from helpers import COCO_SMALL_FLAGS, REPO_ROOT, SHAPE_CATEGORIES
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detection import eval_coco, train
 from detection.checkpoint import load_detection_checkpoint
-
-# Small on purpose (CPU CI): short side 160, RoIAlign 7x7 and 16 sampled RoIs per image keep conv5_x per region cheap;
-# the per-epoch evaluation sees 4 val2017 images with 50 proposals each.
-REAL_DATA_FLAGS = [
-    "--batch-size", "2", "--min-size-train", "160", "--min-size-test", "160", "--max-size", "256",
-    "--max-train-samples", "4", "--warmup-iters", "2", "--workers", "0", "--roi-output-size", "7",
-    "--box-batch-size-per-image", "16", "--rpn-post-nms-top-n-test", "50", "--max-eval-samples", "4",
-    "--log-every", "1",
-]  # fmt: skip
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -37,10 +28,12 @@ def steps(run_dir: Path, name: str) -> list[int]:
     return [json.loads(line)["step"] for line in (run_dir / name).read_text().splitlines()]
 
 
-def test_real_coco_training_loss_falls_resumes_exactly_and_val2017_evaluates(tmp_path, data_dir, classifier_checkpoint):
+def test_real_coco_training_loss_falls_resumes_exactly_and_val2017_evaluates(
+    tmp_path, data_dir, classifier_checkpoint, coco_detector
+):
     coco = data_dir / "coco"
-    run, straight = tmp_path / "run", tmp_path / "straight"
-    common = ["--coco-root", str(coco), *REAL_DATA_FLAGS, "--max-iters", "8"]
+    run, straight = tmp_path / "run", coco_detector  # the same 8 iterations, interrupted and resumed / straight
+    common = ["--coco-root", str(coco), *COCO_SMALL_FLAGS]
     backbone = ["--backbone-checkpoint", str(classifier_checkpoint)]
     # 8 iterations (2 per epoch), interrupted after 6, then resumed; beside the same 8 run straight
     train.main([*common, *backbone, "--output-dir", str(run), "--stop-after-epochs", "3"])
@@ -50,7 +43,6 @@ def test_real_coco_training_loss_falls_resumes_exactly_and_val2017_evaluates(tmp
     older = tmp_path / "step6.pt"
     shutil.copyfile(run / "checkpoints" / "last.pt", older)
     train.main([*common, "--output-dir", str(run), "--resume"])
-    train.main([*common, *backbone, "--output-dir", str(straight)])
     resumed = load_detection_checkpoint(run / "checkpoints" / "last.pt")
     reference = load_detection_checkpoint(straight / "checkpoints" / "last.pt")
     assert resumed["step"] == reference["step"] == 8
@@ -88,20 +80,9 @@ def test_real_coco_training_loss_falls_resumes_exactly_and_val2017_evaluates(tmp
     assert list(metrics.values()) == [float(value) for value in evaluator.stats]
 
 
-def test_small_c4_detector_learns_shapes_to_ap50_above_one_half(tmp_path, shapes_root):
+def test_small_c4_detector_learns_shapes_to_ap50_above_one_half(tmp_path, shapes_root, shapes_detector):
     """cifar_resnet20 split C4-style (conv1..stage 2 shared, stage 3 per RoI), from scratch, a few CPU minutes."""
-    run = tmp_path / "run"
-    torch.manual_seed(0)
-    command = [
-        sys.executable, "-m", "detection.train", "--coco-root", str(shapes_root), "--from-scratch",
-        "--arch", "cifar_resnet20", "--output-dir", str(run), "--max-iters", "120", "--batch-size", "4",
-        "--lr", "0.02", "--warmup-iters", "20", "--min-size-train", "64", "--min-size-test", "64", "--max-size", "64",
-        "--workers", "0", "--norm", "batch", "--trainable-stages", "4", "--anchor-sizes", "16", "24", "32",
-        "--rpn-pre-nms-top-n-train", "1000", "--rpn-post-nms-top-n-train", "200",
-        "--box-batch-size-per-image", "16", "--rpn-post-nms-top-n-test", "50",
-    ]  # fmt: skip
-    # from the repo root, the way users run it
-    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    run = shapes_detector
     out = tmp_path / "eval"
     subprocess.run(
         [sys.executable, "detection/eval_coco.py", "--checkpoint", str(run / "checkpoints" / "last.pt")]

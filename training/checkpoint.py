@@ -61,16 +61,10 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, format: str)
     return atomic_write(path, lambda stream: torch.save(state, stream))
 
 
-def load_checkpoint(
-    path: str | os.PathLike,
-    format: str,
-    required: Sequence[str],
-    what: str,
-    how_to_get: str,
-    map_location: str | torch.device = "cpu",
+def check_checkpoint(
+    state: Any, path: str | os.PathLike, format: str, required: Sequence[str], what: str, how_to_get: str
 ) -> dict[str, Any]:
-    """Load a ``format`` checkpoint with ``weights_only=True``; a missing, truncated or foreign file exits clearly."""
-    state = read_torch_state(path, what, how_to_get, map_location)
+    """``state`` if it is a ``format`` checkpoint with every ``required`` key; SystemExit saying what it is not."""
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
     if found != format:
         raise SystemExit(f"{path} is not a {what} (format {found!r}, expected {format!r}); {how_to_get}")

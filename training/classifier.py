@@ -21,7 +21,7 @@ from torch import nn
 from models import create_model
 from models.preprocess import NormalizedClassifier
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_checkpoint, read_torch_state, save_checkpoint
 
 FORMAT = "resnet-lab/1"
 REQUIRED_KEYS = ("model_name", "model_options", "model", "labels", "preprocess")
@@ -38,7 +38,11 @@ def save_classifier_checkpoint(state: dict[str, Any], path: str | os.PathLike) -
 
 def load_classifier_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a classification checkpoint (``weights_only=True``); a missing or foreign file exits clearly."""
-    return load_checkpoint(path, FORMAT, REQUIRED_KEYS, "resnet-lab checkpoint", HOW_TO_GET, map_location)
+    state = read_torch_state(path, "resnet-lab checkpoint", HOW_TO_GET, map_location)
+    how = HOW_TO_GET
+    if isinstance(state, dict) and str(state.get("format", "")).startswith("resnet-lab-detection"):
+        how = "that is a detection checkpoint: export it with `python -m detection.export`"
+    return check_checkpoint(state, path, FORMAT, REQUIRED_KEYS, "resnet-lab checkpoint", how)
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:

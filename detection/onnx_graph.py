@@ -1,0 +1,110 @@
+"""The whole detector as one ONNX graph: uint8 RGB image [3, H, W] in, (boxes, scores, COCO category ids) out.
+
+Exported with the TorchScript tracer (``dynamo=False``, opset 17), the way torchvision's own ONNX tests export
+Faster R-CNN. Inside the graph: uint8 -> float in [0, 1] (as ``detection.data.test_transforms``), the detector's
+GeneralizedRCNNTransform (test-scale resize, normalise, pad), RPN, RoI heads with NMS, boxes mapped back to input
+pixels, and contiguous label -> COCO category id. The score threshold, detections per image and test scale are
+constants chosen at export.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from detection.model import set_test_size
+from detection.recipes import DetectionRecipe
+from service.contract import DETECTION, INPUT_NAMES, OUTPUT_NAMES
+
+IMAGE = INPUT_NAMES[DETECTION]
+OUTPUTS = list(OUTPUT_NAMES[DETECTION])
+
+
+class Float64SizeTransform(GeneralizedRCNNTransform):
+    """GeneralizedRCNNTransform whose traced resize computes the output size in float64, as eager Python does."""
+
+    def resize(
+        self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """Eager: torchvision's resize. Traced: floor(side * min(min_size / short, max_size / long)) in float64."""
+        if self.training or not torch.jit.is_tracing():
+            return super().resize(image, target)
+        side = torch.onnx.operators.shape_as_tensor(image)[-2:].to(torch.float64)
+        # 1-d float64 tensors only: the exporter casts Python floats and 0-d tensors to float32
+        limits = torch.tensor([self.min_size[-1], self.max_size], dtype=torch.float64)
+        extremes = torch.cat([side.amin(0, keepdim=True), side.amax(0, keepdim=True)])  # [short, long]
+        scale = (limits / extremes).amin(0, keepdim=True)
+        size = torch.floor(side * scale).to(torch.int64)
+        resized = F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)
+        return resized[0], target
+
+
+class OnnxDetector(nn.Module):
+    """uint8 [3, H, W] -> (boxes [K, 4] in input pixels, scores [K], COCO category ids [K]) for one image."""
+
+    def __init__(self, detector: FasterRCNN, category_ids: Sequence[int]) -> None:
+        super().__init__()
+        self.detector = detector
+        self.register_buffer("category_table", torch.tensor([0, *category_ids], dtype=torch.int64))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        detections = self.detector([image.to(torch.float32).mul(1.0 / 255)])[0]
+        return detections["boxes"], detections["scores"], self.category_table[detections["labels"]]
+
+
+def onnx_ready(
+    model: FasterRCNN,
+    recipe: DetectionRecipe,
+    category_ids: Sequence[int],
+    score_thresh: float = 0.05,
+    min_size: int | None = None,
+    max_size: int | None = None,
+) -> OnnxDetector:
+    """An eval-mode copy of ``model`` wrapped for export, at the recipe's test scale (or the given one)."""
+    detector = copy.deepcopy(model).cpu().eval()
+    set_test_size(detector, min_size or recipe.min_size_test, max_size or recipe.max_size)
+    old = detector.transform
+    detector.transform = Float64SizeTransform(
+        old.min_size, old.max_size, old.image_mean, old.image_std, old.size_divisible, old.fixed_size
+    )
+    detector.roi_heads.score_thresh = score_thresh
+    detector.roi_heads.detections_per_img = recipe.box_detections_per_img
+    return OnnxDetector(detector, category_ids).eval()
+
+
+def export_detector_onnx(
+    model: FasterRCNN,
+    recipe: DetectionRecipe,
+    category_ids: Sequence[int],
+    score_thresh: float = 0.05,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    example_hw: tuple[int, int] = (480, 640),
+) -> bytes:
+    """Trace the detector into one opset-17 ONNX model (dynamic H, W and detection count) and return its bytes."""
+    wrapper = onnx_ready(model, recipe, category_ids, score_thresh, min_size, max_size)
+    example = torch.randint(0, 256, (3, *example_hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # audited: tracer constants (anchor strides, pooler scales, box-coder 0.5) and exporter notes are benign
+        for category in (torch.jit.TracerWarning, UserWarning, FutureWarning, DeprecationWarning):
+            warnings.simplefilter("ignore", category)
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=[IMAGE],
+            output_names=OUTPUTS,
+            dynamic_axes={IMAGE: {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUTS}},
+        )
+    return buffer.getvalue()

@@ -1,0 +1,79 @@
+"""Detections of what is served, for COCO evaluation: an exported ONNX file in ONNX Runtime, or a running service.
+
+Both read the split's images with the service's own loader (``service.imaging``), as the checkpoint path's
+dataset does, so the three paths see the same pixels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from tqdm import tqdm
+
+from detection.data import CocoDetectionDataset
+from detection.inference import coco_result
+from service import imaging
+from service.contract import DETECTION
+from service.runtime import OnnxModel
+from service.settings import Settings
+
+
+def image_path(dataset: CocoDetectionDataset, image_id: int) -> Path:
+    """Where an image of the split lives."""
+    return dataset.paths.image_dir / dataset.coco.loadImgs(image_id)[0]["file_name"]
+
+
+def detect_onnx(path: Path, dataset: CocoDetectionDataset, score_threshold: float) -> list[dict[str, Any]]:
+    """COCO results of an exported detector on every image of ``dataset`` (ONNX Runtime, CPU or CUDA)."""
+    model = OnnxModel.load(path, Settings.from_env(), DETECTION)
+    results = []
+    for image_id in tqdm(dataset.image_ids, desc="detect (onnx)", unit="image", leave=False):
+        pixels = imaging.to_chw(imaging.load_rgb(image_path(dataset, image_id)))
+        boxes, scores, labels = model.detect(pixels)
+        results += [
+            coco_result(image_id, box, label, score)
+            for box, label, score in zip(boxes.tolist(), labels.tolist(), scores.tolist(), strict=True)
+            if score >= score_threshold
+        ]
+    return results
+
+
+def detect_server(
+    url: str, dataset: CocoDetectionDataset, score_threshold: float, concurrency: int = 4
+) -> list[dict[str, Any]]:
+    """COCO results of a running service's ``POST /detect`` on every image of ``dataset`` (``concurrency`` uploads
+    in flight); any answer but 200 stops with its error."""
+    return asyncio.run(_detect_server(url.rstrip("/"), dataset, score_threshold, concurrency))
+
+
+async def _detect_server(
+    url: str, dataset: CocoDetectionDataset, score_threshold: float, concurrency: int
+) -> list[dict[str, Any]]:
+    pending = iter(dataset.image_ids)
+    results: list[dict[str, Any]] = []
+    progress = tqdm(total=len(dataset.image_ids), desc="detect (server)", unit="image", leave=False)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(url, timeout=timeout) as session:
+
+        async def client() -> None:
+            for image_id in pending:
+                path = image_path(dataset, image_id)
+                form = aiohttp.FormData()
+                form.add_field("image", path.read_bytes(), filename=path.name)
+                form.add_field("score_threshold", str(score_threshold))
+                form.add_field("max_detections", "1000")
+                async with session.post("/detect", data=form) as response:
+                    body = await response.json(content_type=None)
+                    if response.status != 200:
+                        raise SystemExit(f"{url}/detect answered {response.status} for {path.name}: {body}")
+                results.extend(
+                    coco_result(image_id, d["box"], d["category_id"], d["score"]) for d in body["detections"]
+                )
+                progress.update(1)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    progress.close()
+    return results
