@@ -1,109 +1,184 @@
-"""Inference speed of our Faster R-CNN (R50-C4, R50-FPN) against torchvision's fasterrcnn_resnet50_fpn.
+"""Detection speed, side by side in one run: PyTorch eager, raw ONNX Runtime on the exported file, and the service's
+``POST /detect`` at concurrency 1 and 4, plus torchvision's ``fasterrcnn_resnet50_fpn`` (eager) for reference.
 
-Same real COCO val images, same shorter side, random weights (nothing is downloaded), batch 1, in one run.
-Prints seconds per image (median over images, after a warm-up) and images/s, on CPU and, if present, on the GPU.
+Real COCO val2017 images at each recipe's test scale, random weights (nothing is downloaded), one image per call.
+Eager and ORT alternate image by image; latencies are medians over the images after one warm-up. The service is a
+real ``bentoml serve`` of this repository with ``RESNET_LAB_DETECTOR`` set to the exported file, driven over HTTP
+with the JPEG files as uploads. Writes ``docs/bench/detect_speed.json``.
 
-    python bench/detect_speed.py --coco-root ../shared/data/coco --size 512 --images 5
+    .venv/bin/python bench/detect_speed.py                       # C4 and FPN at the recipes' 800/1333, 5 images
+    .venv/bin/python bench/detect_speed.py --min-size 512 --max-size 853 --images 3
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
+import asyncio
 import statistics
-import sys
+import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
+import numpy as np
 import torch
-from torchvision.io import decode_image
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
-from torchvision.transforms.v2 import functional as F
 
+from detection.checkpoint import FORMAT
+from detection.export import SCORE_THRESHOLD, metadata_for
 from detection.model import build_detector, fresh_backbone, set_test_size
+from detection.onnx_graph import export_detector_onnx
 from detection.recipes import get_recipe
 from export import samples
+from export.onnx_file import with_metadata, write_model
+from report.bench_file import Column, write_results
+from service import imaging
+from service.contract import DETECTION
+from service.local_server import bentoml_serve
+from service.runtime import OnnxModel
+from service.settings import Settings
+from training.checkpoint import save_checkpoint
 
-COCO_CLASSES = 81  # 80 categories + background
+COCO_IDS = list(range(1, 81))  # 80 categories; random weights, so which ids does not matter
+COLUMNS = [
+    Column("model", "model"),
+    Column("system", "system"),
+    Column("p50_s", "p50 s/image", ".3f"),
+    Column("images_per_s", "images/s", ".2f"),
+    Column("vs_ort", "vs raw ORT", ".2f", "x"),
+]
 
 
-def ours(recipe_name: str) -> torch.nn.Module:
-    """Our detector with random weights, as eval_coco.py would run it."""
-    recipe = get_recipe(recipe_name)
-    return build_detector(recipe, COCO_CLASSES, fresh_backbone(recipe.arch, {}, recipe))
-
-
-def load_images(coco_root: Path, count: int) -> list[torch.Tensor]:
-    """The first ``count`` val2017 images as float [3,H,W] in [0,1]."""
-    folder = coco_root / "val2017"
-    if not folder.is_dir():
-        raise SystemExit(f"{folder} not found; pass --coco-root (standard COCO layout) or set RESNET_LAB_DATA")
-    paths = sorted(folder.glob("*.jpg"))[:count]
-    return [F.to_dtype(decode_image(str(path), mode="RGB"), torch.float32, scale=True) for path in paths]
+def random_detector(recipe_name: str, sizes: dict[str, int], folder: Path) -> tuple[torch.nn.Module, Path]:
+    """Our detector with random weights, saved as a checkpoint and exported (no verification: random weights)."""
+    torch.manual_seed(0)
+    recipe = get_recipe(recipe_name).override(min_size_test=sizes["min_size"], max_size=sizes["max_size"])
+    model = build_detector(recipe, len(COCO_IDS) + 1, fresh_backbone(recipe.arch, {}, recipe))
+    state = {
+        "recipe": recipe.to_dict(), "arch": recipe.arch, "model_options": {}, "model": model.state_dict(),
+        "category_ids": COCO_IDS, "category_names": [f"c{i}" for i in COCO_IDS],
+        "image_mean": list(model.transform.image_mean), "image_std": list(model.transform.image_std),
+        "backbone": "random", "metrics": [],
+    }  # fmt: skip
+    checkpoint = save_checkpoint(state, folder / f"{recipe_name}.pt", FORMAT)
+    onnx_bytes = export_detector_onnx(model, recipe, COCO_IDS, SCORE_THRESHOLD, **sizes)
+    onnx_path = write_model(with_metadata(onnx_bytes, metadata_for(state, checkpoint, SCORE_THRESHOLD, sizes)),
+                            folder / f"{recipe_name}.onnx")  # fmt: skip
+    set_test_size(model, sizes["min_size"], sizes["max_size"])
+    return model.eval(), onnx_path
 
 
 @torch.no_grad()
-def seconds_per_image(model: torch.nn.Module, images: list[torch.Tensor], device: torch.device) -> list[float]:
-    """Per-image latency (batch 1) after one warm-up image."""
-    model.to(device).eval()
-    model([images[0].to(device)])
-    timings = []
+def eager_and_ort(model: torch.nn.Module, onnx_path: Path, images: list[np.ndarray]) -> dict[str, list[float]]:
+    """Seconds per image of eager PyTorch and raw ORT, alternating image by image after one warm-up each."""
+    session = OnnxModel.load(onnx_path, Settings(providers="CPUExecutionProvider"), DETECTION)
+    times: dict[str, list[float]] = {"eager": [], "ort": []}
+    runs = {
+        "eager": lambda pixels: model([torch.from_numpy(pixels).float().div_(255)]),
+        "ort": lambda pixels: session.detect(pixels),
+    }
+    for run in runs.values():
+        run(images[0])
+    for pixels in images:
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run(pixels)
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+async def _drive(url: str, uploads: list[bytes], concurrency: int) -> tuple[list[float], float]:
+    """Every upload once to /detect with ``concurrency`` in flight: (latencies, wall seconds)."""
+    pending, latencies = iter(uploads), []
+    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=1800)) as session:
+
+        async def client() -> None:
+            for data in pending:
+                form = aiohttp.FormData()
+                form.add_field("image", data, filename="photo.jpg")
+                started = time.perf_counter()
+                async with session.post("/detect", data=form) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise SystemExit(f"/detect answered {response.status}")
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started
+
+
+def service(onnx_path: Path, uploads: list[bytes], concurrencies: list[int], work: Path) -> dict[int, dict]:
+    """p50 latency and images/s of /detect at each concurrency (after one warm-up request)."""
+    env = {"RESNET_LAB_MODEL": "", "RESNET_LAB_DETECTOR": str(onnx_path), "BENTOML_HOME": str(work / "bentoml")}
+    results = {}
+    with bentoml_serve(env, work / f"serve-{onnx_path.stem}.log") as server:
+        asyncio.run(_drive(server.url, uploads[:1], 1))
+        for concurrency in concurrencies:
+            latencies, wall = asyncio.run(_drive(server.url, uploads, concurrency))
+            results[concurrency] = {"p50_s": statistics.median(latencies), "images_per_s": len(uploads) / wall}
+    return results
+
+
+def measure(recipe_name: str, args: argparse.Namespace, files: list[Path], work: Path) -> list[dict]:
+    """The rows of one recipe: eager, raw ORT, the service at each concurrency."""
+    recipe = get_recipe(recipe_name)
+    sizes = {"min_size": args.min_size or recipe.min_size_test, "max_size": args.max_size or recipe.max_size}
+    model, onnx_path = random_detector(recipe_name, sizes, work)
+    images = [imaging.to_chw(imaging.load_rgb(path)) for path in files]
+    times = eager_and_ort(model, onnx_path, images)
+    ort_p50 = statistics.median(times["ort"])
+    name = f"{recipe_name} ({sizes['min_size']}/{sizes['max_size']})"
+    rows = [{"model": name, "system": f"PyTorch eager ({torch.get_num_threads()} threads)",
+             "p50_s": statistics.median(times["eager"])},
+            {"model": name, "system": "raw ONNX Runtime", "p50_s": ort_p50}]  # fmt: skip
+    served = service(onnx_path, [path.read_bytes() for path in files], args.concurrency, work)
+    rows += [{"model": name, "system": f"/detect service, concurrency {c}", **served[c]} for c in args.concurrency]
+    for row in rows:
+        row.setdefault("images_per_s", 1 / row["p50_s"])
+        row["vs_ort"] = row["p50_s"] / ort_p50
+    return rows
+
+
+@torch.no_grad()
+def torchvision_reference(files: list[Path], sizes: dict[str, int]) -> dict:
+    """torchvision's fasterrcnn_resnet50_fpn (random weights), eager, at the same scale."""
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    set_test_size(model, sizes["min_size"], sizes["max_size"])
+    images = [torch.from_numpy(imaging.to_chw(imaging.load_rgb(path))).float().div_(255) for path in files]
+    model(images[:1])
+    times = []
     for image in images:
-        image = image.to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        started = time.perf_counter()
         model([image])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
-    return timings
+        times.append(time.perf_counter() - started)
+    name = f"torchvision fasterrcnn_resnet50_fpn ({sizes['min_size']}/{sizes['max_size']})"
+    p50 = statistics.median(times)
+    return {"model": name, "system": "PyTorch eager", "p50_s": p50, "images_per_s": 1 / p50, "vs_ort": None}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Run the comparison and print a markdown table."""
-    default_root = samples.shared_data_dir()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--coco-root", type=Path, default=default_root / "coco")
-    parser.add_argument("--size", type=int, default=512, help="shorter side for every model")
-    parser.add_argument("--max-size", type=int, default=853)
-    parser.add_argument("--images", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument(
-        "--devices", nargs="+", default=["cpu", "cuda"], help="devices to time (cuda is skipped where absent)"
-    )
+    """Run every system on the same images and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=["coco_resnet50_c4", "coco_resnet50_fpn"])
+    parser.add_argument("--images", type=int, default=5, help="real COCO val2017 images (default 5)")
+    parser.add_argument("--min-size", type=int, help="test shorter side (default: each recipe's)")
+    parser.add_argument("--max-size", type=int, help="test longest side cap (default: each recipe's)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="service concurrencies (1 4)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    torch.manual_seed(0)
-    images = load_images(args.coco_root, args.images)
-    models = {
-        "ours R50-C4 (300 proposals, RoIAlign 14x14 -> conv5_x)": lambda: ours("coco_resnet50_c4"),
-        "ours R50-FPN (1000 proposals)": lambda: ours("coco_resnet50_fpn"),
-        "torchvision fasterrcnn_resnet50_fpn": lambda: fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None),
-    }
-    devices = [torch.device(name) for name in args.devices if name != "cuda" or torch.cuda.is_available()]
-    rows = []
-    for device in devices:
-        for name, factory in models.items():
-            model = factory()
-            set_test_size(model, args.size, args.max_size)
-            timings = seconds_per_image(model, images, device)
-            rows.append({"device": device.type, "model": name, "median_s": statistics.median(timings)})
-    print(f"command: python bench/detect_speed.py {shlex.join(argv if argv is not None else sys.argv[1:])}")
-    print(
-        f"images: {len(images)} real COCO val2017, shorter side {args.size} (max {args.max_size}), batch 1, "
-        f"random weights, torch {torch.__version__}, {args.threads} CPU threads"
-        + ("" if torch.cuda.is_available() else "; no GPU on this machine, so CPU only")
-    )
-    baseline = {row["device"]: row["median_s"] for row in rows if row["model"].startswith("torchvision")}
-    print("\n| device | model | median s/image | images/s | vs torchvision FPN |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    files = samples.coco_val_files(args.images)
+    if not files:
+        raise SystemExit(f"no COCO val2017 images under {samples.shared_data_dir()}; set RESNET_LAB_DATA")
+    work = Path(tempfile.mkdtemp(prefix="detect-speed-"))
+    rows = [row for recipe in args.recipes for row in measure(recipe, args, files, work)]
+    reference = get_recipe(args.recipes[0])
+    rows.append(torchvision_reference(files, {"min_size": args.min_size or reference.min_size_test,
+                                              "max_size": args.max_size or reference.max_size}))  # fmt: skip
+    notes = f"{len(files)} real COCO val2017 images, batch 1, random weights; latencies are medians over the images"
+    write_results("detect_speed", COLUMNS, rows, notes)
     for row in rows:
-        ratio = row["median_s"] / baseline[row["device"]]
-        print(
-            f"| {row['device']} | {row['model']} | {row['median_s']:.3f} | {1 / row['median_s']:.2f} | {ratio:.2f}x |"
-        )
+        print(row)
     return rows
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from models import create_model, model_info
 from models.preprocess import NormalizedClassifier
 from service import imaging
-from service.contract import BENTO_MODEL_NAMES, CLASSIFICATION, INPUT_NAME, OUTPUT_NAMES, Key, ModelMetadata
+from service.contract import BENTO_MODEL_NAMES, CLASSIFICATION, INPUT_NAMES, OUTPUT_NAMES, Key, ModelMetadata
 from training import cli, imagenet
 from training.checkpoint import read_torch_state
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
@@ -39,6 +39,7 @@ from .onnx_file import register_in_store, sha256_of, to_jsonable, with_metadata,
 
 OPSET = 18
 (LOGITS,) = OUTPUT_NAMES[CLASSIFICATION]
+IMAGES = INPUT_NAMES[CLASSIFICATION]
 
 
 @dataclass
@@ -167,7 +168,7 @@ def export_onnx_bytes(classifier: nn.Module, crop_size: int) -> bytes:
         program = torch.onnx.export(
             classifier,
             (example,),
-            input_names=[INPUT_NAME],
+            input_names=[IMAGES],
             output_names=[LOGITS],
             opset_version=OPSET,
             dynamic_shapes=({0: batch},),
@@ -190,8 +191,8 @@ def verify(model_bytes: bytes, classifier: nn.Module, batch: torch.Tensor) -> di
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = classifier.eval()(batch).numpy()
-    got = session.run([LOGITS], {INPUT_NAME: batch.numpy()})[0]
-    single = session.run([LOGITS], {INPUT_NAME: batch[:1].numpy()})[0]  # the batch dimension really is dynamic
+    got = session.run([LOGITS], {IMAGES: batch.numpy()})[0]
+    single = session.run([LOGITS], {IMAGES: batch[:1].numpy()})[0]  # the batch dimension really is dynamic
     max_diff = max(float(np.abs(got - expected).max()), float(np.abs(single - expected[:1]).max()))
     tolerance = 1e-4 * (1.0 + float(np.abs(expected).max()))
     same_top1 = bool((got.argmax(1) == expected.argmax(1)).all() and single.argmax(1)[0] == expected.argmax(1)[0])

@@ -1,0 +1,104 @@
+"""What the service's fast decode changes: ``python -m report.decode_check`` writes ``docs/bench/fast_decode.json``.
+
+The fast path decodes large JPEGs at a reduced scale in the DCT domain before the usual resize and centre crop
+(``service.imaging``, keeping ``FAST_DECODE_MARGIN`` times the resize target). Two measurements against the exact
+path:
+
+- answers: the default model's error and top-1 agreement on every CIFAR-10 test image upscaled 8x (256x256, so
+  the fast path engages) and saved as JPEG quality 90;
+- pixels: the mean absolute difference between the two paths' model inputs on real ImageNet photos made phone-sized
+  (12 Mpx, JPEG quality 90, every other one with EXIF orientation 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from export import samples
+from service import imaging
+from service.runtime import DEFAULT_MODEL
+from training.cifar10 import load_cifar10
+
+from .bench_file import Column, write_results
+
+UPSCALE = 8
+
+
+def upscaled_jpeg(pixels: np.ndarray, factor: int = UPSCALE, quality: int = 90) -> bytes:
+    """A uint8 ``[3, H, W]`` image upscaled ``factor`` times (bicubic) and saved as JPEG."""
+    image = Image.fromarray(pixels.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    image.resize((image.width * factor, image.height * factor), Image.Resampling.BICUBIC).save(
+        buffer, "JPEG", quality=quality
+    )
+    return buffer.getvalue()
+
+
+def answers(uploads: Iterable[bytes], labels: np.ndarray, model: Path = DEFAULT_MODEL) -> dict[str, float]:
+    """Error of both paths and their top-1 agreement, for a 32x32 CIFAR-10 model."""
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    uploads = list(uploads)
+    top1 = {}
+    for fast in (False, True):
+        batch = np.stack([imaging.preprocess(data, 32, 32, fast=fast) for data in uploads])  # the service's decode
+        top1[fast] = np.concatenate(
+            [session.run(["logits"], {"images": batch[i : i + 1000]})[0].argmax(1) for i in range(0, len(batch), 1000)]
+        )
+    return {
+        "images": len(uploads),
+        "exact_error": float((top1[False] != labels).mean()),
+        "fast_error": float((top1[True] != labels).mean()),
+        "agreement": float((top1[False] == top1[True]).mean()),
+    }
+
+
+def pixel_differences(photos: Iterable[bytes], resize: int = 256, crop: int = 224) -> list[float]:
+    """Mean absolute difference (grey levels) between the exact and fast model inputs of each photo."""
+    return [
+        float(
+            np.abs(
+                imaging.preprocess(data, resize, crop).astype(np.int16)
+                - imaging.preprocess(data, resize, crop, fast=True)
+            ).mean()
+        )
+        for data in photos
+    ]
+
+
+def phone_photos(count: int | None = None) -> list[bytes]:
+    """Real ImageNet photos made phone-sized, every other one stored sideways with EXIF orientation 6."""
+    files = samples.imagenet_sample_files(count)
+    return [samples.phone_photo(path, orientation=6 if index % 2 else 1) for index, path in enumerate(files)]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Measure on all 10,000 CIFAR-10 test images and all shared ImageNet photos; write the results file."""
+    parser = argparse.ArgumentParser(prog="python -m report.decode_check", description=__doc__)
+    parser.add_argument("--cifar-dir", type=Path, required=True, help="CIFAR-10 python folder (make_cifar10.py)")
+    args = parser.parse_args(argv)
+    test = load_cifar10(args.cifar_dir, train=False)
+    cifar = answers((upscaled_jpeg(image) for image in test.images.numpy()), test.labels.numpy())
+    differences = pixel_differences(phone_photos())
+    rows = [
+        {"measure": f"default model error, {cifar['images']:,} CIFAR-10 test images x{UPSCALE} (JPEG q90)",
+         "exact": 100 * cifar["exact_error"], "fast": 100 * cifar["fast_error"], "unit": "%"},
+        {"measure": "top-1 agreement, same images", "exact": None, "fast": 100 * cifar["agreement"], "unit": "%"},
+        {"measure": f"mean abs pixel difference, {len(differences)} real photos at 12 Mpx (mean of photos)",
+         "exact": None, "fast": float(np.mean(differences)), "unit": "grey levels"},
+        {"measure": "the same, worst photo", "exact": None, "fast": float(np.max(differences)), "unit": "grey levels"},
+    ]  # fmt: skip
+    columns = [Column("measure", "measure"), Column("exact", "exact path", ".2f"), Column("fast", "fast path", ".2f"),
+               Column("unit", "unit")]  # fmt: skip
+    write_results("fast_decode", columns, rows)
+    return {"cifar": cifar, "pixels": differences}
+
+
+if __name__ == "__main__":
+    main()
