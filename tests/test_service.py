@@ -64,6 +64,7 @@ def test_info_health_and_metrics(imagenet_server: httpx.Client) -> None:
     info = imagenet_server.get("/info").json()
     assert info["model"] == "resnet18" and info["num_labels"] == 1000
     assert (info["resize_size"], info["crop_size"]) == (256, 224)
+    assert info["decode"] == "fast"  # large JPEGs decoded at reduced scale: it keeps the answers at 224 px
     assert info["providers"] and info["providers"][-1] == "CPUExecutionProvider"
     if not os.path.exists("/dev/nvidia0"):
         assert info["providers"] == ["CPUExecutionProvider"]  # ORT's "available" list lies; we show the real one
@@ -194,7 +195,8 @@ def test_parity_with_pytorch_on_imagenet_photos(imagenet_server, imagenet_files,
 def test_parity_with_pytorch_on_cifar_test_images(cifar_server, cifar_files, cifar_checkpoint) -> None:
     classifier = classifier_from_checkpoint(load_classifier_checkpoint(cifar_checkpoint))
     _check_parity(cifar_server, classifier, cifar_files, 32, 32)
-    assert cifar_server.get("/info").json()["model"] == "cifar_resnet20"
+    info = cifar_server.get("/info").json()
+    assert info["model"] == "cifar_resnet20" and info["decode"] == "exact"  # 32 px inputs: the exact path
 
 
 def _histogram(metrics: str, name: str) -> float:
