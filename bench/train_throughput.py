@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from models import create_model
+from report.bench_file import Column, write_results
 from training import cifar10, imagenet
 from training.steps import train_step
 
@@ -142,7 +142,12 @@ def imagenet_pipelines(batch: int, device: torch.device, folder: Path, workers: 
         pixels = generator.integers(0, 256, (300, 400, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(class_dir / f"{index}.JPEG", quality=90)
     transform = T.Compose(
-        [T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(imagenet.MEAN, imagenet.STD)]
+        [
+            T.RandomResizedCrop(224),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(imagenet.INPUTS.mean, imagenet.INPUTS.std),
+        ]
     )
     from torchvision.datasets import ImageFolder
 
@@ -150,8 +155,8 @@ def imagenet_pipelines(batch: int, device: torch.device, folder: Path, workers: 
     train_set = imagenet.ImageNetFolder(folder / "train", transform=imagenet.train_transform())
     pin = device.type == "cuda"
     ours_loader = DataLoader(train_set, batch_size=batch, shuffle=True, num_workers=workers, pin_memory=pin)
-    mean = torch.tensor(imagenet.MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(imagenet.STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(imagenet.INPUTS.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(imagenet.INPUTS.std, device=device).view(1, 3, 1, 1)
 
     def epoch(_: int) -> Iterator:
         for images, labels in ours_loader:
@@ -162,8 +167,52 @@ def imagenet_pipelines(batch: int, device: torch.device, folder: Path, workers: 
     return loader, cycle(epoch)
 
 
+COLUMNS = [
+    Column("model", "model"),
+    Column("input", "input"),
+    Column("batch", "batch", "d"),
+    Column("baseline", "baseline img/s (PIL DataLoader, NCHW fp32)", ".0f"),
+    Column("ours", "ours img/s", ".0f"),
+    Column("ratio", "ours / baseline", ".2f", "x"),
+    Column("compiled", "ours + --compile img/s", ".0f"),
+    Column("step_only", "ours, step only (batch on device)", ".0f"),
+]
+
+
+def measure(name: str, args: argparse.Namespace, device: torch.device, temp: Path) -> dict:
+    """One model's images/s: the baseline loop, ours (and compiled), our step alone, alternating in blocks."""
+    cifar = name.startswith("cifar_")
+    batch = args.cifar_batch if cifar else args.imagenet_batch
+    steps = args.steps if cifar else max(args.rounds, args.steps // 4)
+    if cifar:
+        loader, ours_batches = cifar_pipelines(batch, device, batch * 50, args.workers)
+    else:
+        loader, ours_batches = imagenet_pipelines(batch, device, temp / name, args.workers)
+    size = 32 if cifar else 224
+    fixed = (
+        torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last),
+        torch.randint(0, 10, (batch,), device=device),
+    )
+    factories = {
+        "baseline": lambda model: baseline_step(model, loader, device),
+        "ours": lambda model: ours_step(model, ours_batches, device, False),
+        "step_only": lambda model: ours_step(model, itertools.repeat(fixed), device, False),
+    }
+    if args.compile:
+        factories["compiled"] = lambda model: ours_step(model, ours_batches, device, True)
+    steppers = {}
+    for system, factory in factories.items():
+        torch.manual_seed(0)
+        steppers[system] = factory(create_model(name).to(device))
+    rates = interleaved(steppers, args.warmup if cifar else 1, max(1, steps // args.rounds), args.rounds)
+    row = {"model": name, "input": "32x32" if cifar else "224x224 (synthetic JPEG)", "batch": batch}
+    row |= {system: statistics.median(values) for system, values in rates.items()}
+    row["ratio"] = row["ours"] / row["baseline"]
+    return row
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Run the comparison and print the table."""
+    """Run the comparison and write the table."""
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -182,65 +231,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_flush_denormal(True)
     else:  # as training.train sets it; global, so the baseline gets it too
         torch.backends.cudnn.benchmark = True
-    rows = []
     with tempfile.TemporaryDirectory() as temp:
-        for name in args.models:
-            cifar = name.startswith("cifar_")
-            batch = args.cifar_batch if cifar else args.imagenet_batch
-            steps = args.steps if cifar else max(args.rounds, args.steps // 4)
-            warmup = args.warmup if cifar else 1
-            if cifar:
-                loader, ours_batches = cifar_pipelines(batch, device, batch * 50, args.workers)
-            else:
-                loader, ours_batches = imagenet_pipelines(batch, device, Path(temp) / name, args.workers)
-            size = 32 if cifar else 224
-            fixed = (
-                torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last),
-                torch.randint(0, 10, (batch,), device=device),
-            )
-            steppers = {}
-            torch.manual_seed(0)
-            steppers["baseline"] = baseline_step(create_model(name).to(device), loader, device)
-            torch.manual_seed(0)
-            steppers["ours"] = ours_step(create_model(name).to(device), ours_batches, device, False)
-            if args.compile:
-                torch.manual_seed(0)
-                steppers["ours_compiled"] = ours_step(create_model(name).to(device), ours_batches, device, True)
-            torch.manual_seed(0)
-            steppers["step_only"] = ours_step(create_model(name).to(device), itertools.repeat(fixed), device, False)
-            rates = interleaved(steppers, warmup, max(1, steps // args.rounds), args.rounds)
-            base, ours, step_only = rates["baseline"], rates["ours"], rates["step_only"]
-            compiled = statistics.median(rates["ours_compiled"]) if args.compile else float("nan")
-            row = {
-                "model": name,
-                "input": "32x32" if cifar else "224x224 (synthetic JPEG)",
-                "batch": batch,
-                "baseline": statistics.median(base),
-                "ours": statistics.median(ours),
-                "compiled": compiled,
-                "step_only": statistics.median(step_only),
-            }
-            row["ratio"] = row["ours"] / row["baseline"]
-            row["compiled_ratio"] = row["compiled"] / row["baseline"]
-            rows.append(row)
-            print(f"{name}: baseline {row['baseline']:.0f} img/s, ours {row['ours']:.0f} img/s", flush=True)
-    print()
-    print("command: python bench/train_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
-    print(
-        "| model | input | batch | baseline img/s (PIL DataLoader, NCHW fp32) | ours img/s | ours / baseline "
-        "| ours + --compile img/s | ours + --compile / baseline | ours, step only (batch already on device) |"
+        rows = [measure(name, args, device, Path(temp)) for name in args.models]
+    notes = (
+        f"{device} ({torch.get_num_threads()} threads); median over timed steps, the systems alternating in "
+        f"{args.rounds} blocks; each step includes waiting for its batch"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for row in rows:
-        print(
-            f"| {row['model']} | {row['input']} | {row['batch']} | {row['baseline']:.0f} | {row['ours']:.0f} | "
-            f"{row['ratio']:.2f}x | {row['compiled']:.0f} | {row['compiled_ratio']:.2f}x | {row['step_only']:.0f} |"
-        )
-    print(
-        f"(median over timed steps, the systems alternating in {args.rounds} blocks; each step includes waiting "
-        "for its batch; --compile columns are nan unless --compile is given)"
-    )
+    write_results(f"train_throughput_{device.type}", COLUMNS, rows, notes)
     return rows
 
 
