@@ -19,15 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import torch
+from http_load import drive
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from detection.checkpoint import FORMAT
 from detection.export import SCORE_THRESHOLD, metadata_for
 from detection.model import build_detector, fresh_backbone, set_test_size
-from detection.onnx_graph import export_detector_onnx
+from detection.onnx_graph import export_detector_onnx, onnx_ready
 from detection.recipes import get_recipe
 from export import samples
 from export.onnx_file import with_metadata, write_model
@@ -61,7 +61,7 @@ def random_detector(recipe_name: str, sizes: dict[str, int], folder: Path) -> tu
         "backbone": "random", "metrics": [],
     }  # fmt: skip
     checkpoint = save_checkpoint(state, folder / f"{recipe_name}.pt", FORMAT)
-    onnx_bytes = export_detector_onnx(model, recipe, COCO_IDS, SCORE_THRESHOLD, **sizes)
+    onnx_bytes = export_detector_onnx(onnx_ready(model, recipe, COCO_IDS, SCORE_THRESHOLD, **sizes))
     onnx_path = write_model(with_metadata(onnx_bytes, metadata_for(state, checkpoint, SCORE_THRESHOLD, sizes)),
                             folder / f"{recipe_name}.onnx")  # fmt: skip
     set_test_size(model, sizes["min_size"], sizes["max_size"])
@@ -87,35 +87,14 @@ def eager_and_ort(model: torch.nn.Module, onnx_path: Path, images: list[np.ndarr
     return times
 
 
-async def _drive(url: str, uploads: list[bytes], concurrency: int) -> tuple[list[float], float]:
-    """Every upload once to /detect with ``concurrency`` in flight: (latencies, wall seconds)."""
-    pending, latencies = iter(uploads), []
-    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=1800)) as session:
-
-        async def client() -> None:
-            for data in pending:
-                form = aiohttp.FormData()
-                form.add_field("image", data, filename="photo.jpg")
-                started = time.perf_counter()
-                async with session.post("/detect", data=form) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise SystemExit(f"/detect answered {response.status}")
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started
-
-
 def service(onnx_path: Path, uploads: list[bytes], concurrencies: list[int], work: Path) -> dict[int, dict]:
     """p50 latency and images/s of /detect at each concurrency (after one warm-up request)."""
     env = {"RESNET_LAB_MODEL": "", "RESNET_LAB_DETECTOR": str(onnx_path), "BENTOML_HOME": str(work / "bentoml")}
     results = {}
     with bentoml_serve(env, work / f"serve-{onnx_path.stem}.log") as server:
-        asyncio.run(_drive(server.url, uploads[:1], 1))
+        asyncio.run(drive(server.url, "/detect", uploads[:1], 1, 1))
         for concurrency in concurrencies:
-            latencies, wall = asyncio.run(_drive(server.url, uploads, concurrency))
+            latencies, wall = asyncio.run(drive(server.url, "/detect", uploads, concurrency, len(uploads)))
             results[concurrency] = {"p50_s": statistics.median(latencies), "images_per_s": len(uploads) / wall}
     return results
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from detect_speed import _drive as drive_detect
 from detect_speed import random_detector
-from serve_load import load, make_model, upload_kinds
+from http_load import drive, load
+from serve_load import make_model, upload_kinds
 
 from export import samples
 from report.bench_file import Column, write_results
@@ -74,12 +74,12 @@ def served(onnx_path: Path, detector: Path, args: argparse.Namespace, work: Path
         wanted = os.environ.get("RESNET_LAB_PROVIDERS", "CPUExecutionProvider").split(",")[0]
         if info["providers"][0] != wanted or info["detector"]["providers"][0] != wanted:
             raise SystemExit(f"the service runs on {info['providers']}, not {wanted}: a silent fallback")
-        load(server.url, photos, 8, 64)  # warm-up
+        load(server.url, "/classify", photos, 8, 64)  # warm-up
         for c in args.concurrency:
-            result = load(server.url, photos, c, max(args.requests, 2 * c))
+            result = load(server.url, "/classify", photos, c, max(args.requests, 2 * c))
             classify.append(row("/classify", c, result["rps"], [result["p50_ms"] / 1000], info["providers"]))
         files = [path.read_bytes() for path in samples.coco_val_files(8)] or photos[:8]
-        latencies, wall = asyncio.run(drive_detect(server.url, files, 1))
+        latencies, wall = asyncio.run(drive(server.url, "/detect", files, 1, len(files)))
         detect.append(row("/detect (R50-C4)", 1, len(latencies) / wall, latencies, info["providers"]))
     return classify, detect
 

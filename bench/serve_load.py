@@ -23,7 +23,6 @@ The load generator runs on the same cores. Writes ``docs/bench/serve_load.json``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import statistics
 import sys
@@ -31,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import numpy as np
+from http_load import load
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -151,35 +150,6 @@ def naive_app(checkpoint: Path) -> Starlette:
     return Starlette(routes=[Route("/classify", classify, methods=["POST"]), Route("/healthz", healthz)])
 
 
-async def _drive(url: str, bodies: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
-    """``requests`` uploads (bodies cycled) with ``concurrency`` in flight: req/s and p50 ms; non-200 stops."""
-    latencies: list[float] = []
-    counter = iter(range(requests))
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
-
-        async def client() -> None:
-            for index in counter:
-                form = aiohttp.FormData()
-                form.add_field("image", bodies[index % len(bodies)], filename="upload", content_type="image/jpeg")
-                started = time.perf_counter()
-                async with session.post("/classify", data=form) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise SystemExit(f"{url}/classify answered {response.status}")
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    return {"rps": requests / wall, "p50_ms": 1000 * statistics.median(latencies)}
-
-
-def load(url: str, bodies: list[bytes], concurrency: int, requests: int) -> dict[str, float]:
-    """``_drive`` from synchronous code."""
-    return asyncio.run(_drive(url, bodies, concurrency, requests))
-
-
 def start_servers(name: str, checkpoint: Path, onnx_path: Path, work: Path) -> dict[str, LocalServer]:
     """The service (fast decode), the service with exact decode, and the naive handler, all up."""
     servers: dict[str, LocalServer] = {}
@@ -209,14 +179,18 @@ def measure_model(name: str, uploads: dict[str, list[bytes]], args: argparse.Nam
     results: dict[tuple[str, int, str], list[dict]] = {}
     try:
         for server in servers.values():
-            load(server.url, uploads["imagenet"], 4, 32)  # warm-up (BentoML's batching optimiser trains here too)
+            load(
+                server.url, "/classify", uploads["imagenet"], 4, 32
+            )  # warm-up (BentoML's batching optimiser trains here too)
         for _ in range(args.rounds):
             for kind, c in cells(args):
                 count = max(args.requests, 2 * c)
                 for system, server in servers.items():
                     if system == "exact" and kind in ("imagenet", "png"):
                         continue  # no JPEG there is large enough for the fast path: the same server twice
-                    results.setdefault((kind, c, system), []).append(load(server.url, uploads[kind], c, count))
+                    results.setdefault((kind, c, system), []).append(
+                        load(server.url, "/classify", uploads[kind], c, count)
+                    )
                     print(name, kind, c, system, results[(kind, c, system)][-1], flush=True)
     finally:
         for server in servers.values():

@@ -93,9 +93,8 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     sizes = {"min_size": args.min_size_test or recipe.min_size_test, "max_size": args.max_size or recipe.max_size}
     category_ids = [int(value) for value in state["category_ids"]]
     metadata = metadata_for(state, args.checkpoint, args.score_threshold, sizes)
-    onnx_bytes = export_detector_onnx(model, recipe, category_ids, args.score_threshold, **sizes)
-    model_bytes = with_metadata(onnx_bytes, metadata)
     wrapper = onnx_ready(model, recipe, category_ids, args.score_threshold, **sizes)
+    model_bytes = with_metadata(export_detector_onnx(wrapper), metadata)
     check = verify(model_bytes, wrapper, verification_images(args.verify_images, args.verify_count))
     output = write_model(model_bytes, args.output)
     report: dict[str, Any] = {"output": str(output), "bytes": len(model_bytes), "verify": check}

@@ -80,17 +80,8 @@ def onnx_ready(
     return OnnxDetector(detector, category_ids).eval()
 
 
-def export_detector_onnx(
-    model: FasterRCNN,
-    recipe: DetectionRecipe,
-    category_ids: Sequence[int],
-    score_thresh: float = 0.05,
-    min_size: int | None = None,
-    max_size: int | None = None,
-    example_hw: tuple[int, int] = (480, 640),
-) -> bytes:
-    """Trace the detector into one opset-17 ONNX model (dynamic H, W and detection count) and return its bytes."""
-    wrapper = onnx_ready(model, recipe, category_ids, score_thresh, min_size, max_size)
+def export_detector_onnx(wrapper: OnnxDetector, example_hw: tuple[int, int] = (480, 640)) -> bytes:
+    """Trace an ``onnx_ready`` detector into one opset-17 ONNX model (dynamic H, W and detection count)."""
     example = torch.randint(0, 256, (3, *example_hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():

@@ -64,10 +64,10 @@ def test_export_writes_one_verified_file_to_the_contract(shapes_onnx, shapes_det
 def test_a_mismatching_export_writes_nothing(shapes_detector, tmp_path, monkeypatch) -> None:
     original = detection_export.export_detector_onnx
 
-    def shifted(model, *args, **kwargs) -> bytes:  # the graph no longer matches the PyTorch model it claims to be
-        changed = copy.deepcopy(model)
+    def shifted(wrapper, *args, **kwargs) -> bytes:  # the graph no longer matches the PyTorch model it claims to be
+        changed = copy.deepcopy(wrapper)
         with torch.no_grad():
-            changed.roi_heads.box_predictor.bbox_pred.bias.add_(3.0)
+            changed.detector.roi_heads.box_predictor.bbox_pred.bias.add_(3.0)
         return original(changed, *args, **kwargs)
 
     monkeypatch.setattr(detection_export, "export_detector_onnx", shifted)
