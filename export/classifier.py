@@ -35,6 +35,8 @@ from training.checkpoint import read_torch_state
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
 
 from . import samples
+from .int8 import add_arguments as add_int8_arguments
+from .int8 import quantized_and_verified
 from .onnx_file import register_in_store, sha256_of, to_jsonable, with_metadata, write_model
 
 OPSET = 18
@@ -138,7 +140,7 @@ def verification_images(spec: ExportSpec, verify_dir: str | os.PathLike | None, 
     if len(spec.labels) == 1000 or spec.crop_size > 64:
         sources = samples.imagenet_sample_files(count)
     if not sources:
-        sources = [data for data, _ in samples.cifar_test_jpegs(count)]
+        sources = [data for data, _ in samples.cifar_jpegs(count)]
     if not sources:
         sources = samples.imagenet_sample_files(count)
     if not sources:
@@ -212,17 +214,31 @@ def export(
     verify_count: int = 8,
     register: bool = True,
     bento_name: str | None = None,
+    int8: argparse.Namespace | None = None,
 ) -> dict[str, Any]:
-    """Export, verify on real images, write atomically, register; returns a small report."""
+    """Export, verify on real images (and, with ``int8`` options, quantize and verify again), write atomically,
+    register; returns a small report."""
     metadata = spec.metadata()
     model_bytes = with_metadata(export_onnx_bytes(spec.classifier, spec.crop_size), metadata)
     images = verification_images(spec, verify_dir, verify_count)
-    check = verify(model_bytes, spec.classifier, image_batch(images, spec.resize_size, spec.crop_size))
+    report: dict[str, Any] = {
+        "verify": verify(model_bytes, spec.classifier, image_batch(images, spec.resize_size, spec.crop_size))
+    }
+    if int8 is not None:
+        model_bytes, report["verify_int8"] = quantized_and_verified(model_bytes, int8)
+        metadata = ModelMetadata.from_props(metadata_props(model_bytes))
     output = write_model(model_bytes, output)
-    report: dict[str, Any] = {"output": str(output), "bytes": len(model_bytes), "verify": check}
+    report |= {"output": str(output), "bytes": len(model_bytes), "precision": "int8" if int8 else "fp32"}
     if register:
         report["bento_model"] = register_in_store(output, metadata, bento_name)
     return report
+
+
+def metadata_props(model_bytes: bytes) -> dict[str, str]:
+    """A serialized model's ``metadata_props``."""
+    import onnx
+
+    return {entry.key: entry.value for entry in onnx.load_from_string(model_bytes).metadata_props}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify-count", type=int, default=8, help="how many real images to verify on")
     parser.add_argument("--no-register", action="store_true", help="skip the BentoML model store")
     parser.add_argument("--bento-name", default=BENTO_MODEL_NAMES[CLASSIFICATION], help="name in the model store")
+    parser.add_argument("--quantize", choices=["int8"], help="write an int8 model (ONNX Runtime static quantization)")
+    int8_options = parser.add_argument_group("int8 (with --quantize int8; see python -m export.int8)")
+    add_int8_arguments(int8_options)
     return parser
 
 
@@ -256,13 +275,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spec = spec_from_checkpoint(args.checkpoint)
     else:
         spec = spec_from_torchvision(args.torchvision_state_dict, args.arch, args.classes)
-    report = export(spec, args.output, args.verify_images, args.verify_count, not args.no_register, args.bento_name)
+    int8 = args if args.quantize == "int8" else None
+    report = export(
+        spec, args.output, args.verify_images, args.verify_count, not args.no_register, args.bento_name, int8
+    )
     check = report["verify"]
     print(
-        f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB, {spec.model_name}, {len(spec.labels)} classes); "
-        f"ORT vs PyTorch on {check['images']} real images: max |diff| {check['max_abs_diff']:.2e} "
-        f"<= {check['tolerance']:.2e}, same top-1"
+        f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB, {report['precision']}, {spec.model_name}, "
+        f"{len(spec.labels)} classes); ORT vs PyTorch on {check['images']} real images: max |diff| "
+        f"{check['max_abs_diff']:.2e} <= {check['tolerance']:.2e}, same top-1"
     )
+    if int8:
+        agreement = report["verify_int8"]
+        print(f"int8 vs fp32: top-1 agreement {100 * agreement['agreement']:.1f}% on {agreement['images']} real images")
     if "bento_model" in report:
         print(f"registered in the BentoML model store as {report['bento_model']} (see `bentoml models list`)")
     return report

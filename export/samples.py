@@ -32,9 +32,9 @@ def coco_val_files(count: int | None = None, data_dir: Path | None = None) -> li
     return image_files((data_dir or shared_data_dir()) / "coco" / "val2017", count)
 
 
-def cifar_test_jpegs(count: int, data_dir: Path | None = None) -> list[tuple[bytes, str]]:
-    """``(JPEG bytes, class name)`` of real CIFAR-10 test images, evenly over the classes, read from the shared
-    archive without extracting it."""
+def cifar_jpegs(count: int, data_dir: Path | None = None, split: str = "test") -> list[tuple[bytes, str]]:
+    """``(JPEG bytes, class name)`` of real CIFAR-10 images of ``split`` ("test" or "train"), evenly over the
+    classes, read from the shared archive without extracting it."""
     archive = (data_dir or shared_data_dir()) / "cifar10" / "cifar-10-jpeg.tar.gz"
     if not archive.is_file():
         return []
@@ -43,10 +43,10 @@ def cifar_test_jpegs(count: int, data_dir: Path | None = None) -> list[tuple[byt
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
             parts = Path(member.name).parts
-            if not member.isfile() or "test" not in parts or not member.name.lower().endswith(".jpg"):
+            if not member.isfile() or split not in parts or not member.name.lower().endswith(".jpg"):
                 continue
             label = parts[-2]
-            if per_class.get(label, 0) >= max(1, count // 10):
+            if per_class.get(label, 0) >= -(-count // 10):  # an even share per class, rounded up
                 continue
             per_class[label] = per_class.get(label, 0) + 1
             found.append((tar.extractfile(member).read(), label))

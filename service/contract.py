@@ -37,6 +37,8 @@ class Key:
     RECIPE = "recipe"  # JSON: the training recipe
     METRICS = "metrics"  # JSON: what the source checkpoint measured
     SOURCE_SHA256 = "source_sha256"  # hash of the checkpoint or weights file exported
+    PRECISION = "precision"  # "int8" for a quantized file; absent: fp32
+    QUANTIZATION = "quantization"  # JSON: how it was quantized and calibrated
 
 
 PARSED_KEYS = (Key.TASK, Key.MODEL_NAME, Key.SOURCE_SHA256, Key.LABELS, Key.RESIZE_SIZE, Key.CROP_SIZE, Key.CATEGORIES)

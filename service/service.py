@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 
 from service import imaging
 from service.bentoml_adapter import batching_queue, cancel_request_timers
-from service.contract import DETECTION
+from service.contract import DETECTION, Key
 from service.detector import DetectionRefused, Detector
 from service.errors import ErrorBodyShape, QuietRejections
 from service.inputs import ClassifyInput, DetectInput
@@ -116,6 +116,7 @@ class ResNetClassifier:
             "num_labels": len(self.labels),
             "resize_size": metadata.resize_size,
             "crop_size": metadata.crop_size,
+            "precision": metadata.extra.get(Key.PRECISION, "fp32"),
             "providers": self.model.providers,
             "batching": {"max_batch_size": settings.max_batch_size, "max_latency_ms": settings.max_latency_ms},
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_image_pixels": settings.max_image_pixels},

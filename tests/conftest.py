@@ -61,7 +61,7 @@ def cifar_files(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> lis
     """20 real CIFAR-10 test JPEGs (two of each class), extracted to files."""
     folder = tmp_path_factory.mktemp("cifar_test")
     paths = []
-    for index, (data, _) in enumerate(samples.cifar_test_jpegs(20, data_dir)):
+    for index, (data, _) in enumerate(samples.cifar_jpegs(20, data_dir)):
         paths.append(folder / f"{index:03d}.jpg")
         paths[-1].write_bytes(data)
     return paths

@@ -1,0 +1,110 @@
+"""fp32 vs int8 in one run: the default model's error, and ResNet-50 / ResNet-18 speed raw and served.
+
+- The embedded CIFAR-10 default model and its int8 copy (``export.int8``, calibrated on 512 CIFAR-10 training
+  images): top-1 error on all 10,000 test images.
+- ResNet-50 and ResNet-18 (random init, exported here) and their int8 copies (calibrated on shared ImageNet photos):
+  raw ONNX Runtime images/s at batch 1 and 32, and ``/classify`` requests/s at concurrency 32 (real ImageNet
+  photos uploaded to a real ``bentoml serve``). fp32 and int8 alternate within every round; medians.
+
+Writes ``docs/bench/int8.json``.
+
+    .venv/bin/python bench/int8.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from http_load import load
+from serve_load import make_model, raw_ort
+
+from export import samples
+from export.int8 import quantized_and_verified
+from export.onnx_file import write_model
+from report.bench_file import Column, write_results
+from service import imaging
+from service.local_server import bentoml_serve
+from service.runtime import DEFAULT_MODEL, OnnxModel
+from service.settings import Settings
+
+COLUMNS = [
+    Column("model", "model"),
+    Column("precision", "precision"),
+    Column("error", "CIFAR-10 test error", ".2f", "%"),
+    Column("batch1", "raw ORT img/s, batch 1", ".1f"),
+    Column("batch32", "raw ORT img/s, batch 32", ".1f"),
+    Column("served", "/classify req/s, c=32", ".1f"),
+    Column("speedup32", "int8 / fp32, batch 32", ".2f", "x"),
+]
+
+
+def int8_copy(model: Path, calibration: str, min_agreement: float) -> tuple[Path, dict]:
+    """Quantize an exported file next to it; returns the int8 path and its verification report."""
+    options = argparse.Namespace(
+        calibration_images=calibration, calibration_method="minmax", verify_images=None, verify_int8=300,
+        min_agreement=min_agreement,
+    )  # fmt: skip
+    int8_bytes, report = quantized_and_verified(model.read_bytes(), options)
+    return write_model(int8_bytes, model.with_name(model.stem + "-int8.onnx")), report
+
+
+def cifar_error(model: Path) -> float:
+    """Top-1 error (%) on all 10,000 CIFAR-10 test images, read from the shared archive."""
+    session = OnnxModel.load(model, Settings(providers="CPUExecutionProvider"))
+    labels = session.metadata.labels
+    images = samples.cifar_jpegs(10_000)
+    pixels = np.stack([imaging.preprocess(data, 32, 32) for data, _ in images])
+    truth = np.array([labels.index(label) for _, label in images])
+    top1 = np.concatenate([session.logits(pixels[i : i + 1000]).argmax(1) for i in range(0, len(pixels), 1000)])
+    return 100 * float((top1 != truth).mean())
+
+
+def speed(models: dict[str, Path], photos: list[bytes], args: argparse.Namespace, work: Path) -> dict[str, dict]:
+    """Raw ORT at batch 1 and 32 and /classify at c=32 for each file, alternating in every round; medians."""
+    runs: dict[str, dict[str, list[float]]] = {name: {"batch1": [], "batch32": [], "served": []} for name in models}
+    servers = {name: bentoml_serve({"RESNET_LAB_MODEL": str(path), "BENTOML_HOME": str(work / "bh")},
+                                   work / f"{path.stem}.log") for name, path in models.items()}  # fmt: skip
+    try:
+        for server in servers.values():
+            load(server.url, "/classify", photos, 8, 32)  # warm-up
+        for _ in range(args.rounds):
+            for name, path in models.items():
+                runs[name]["batch1"].append(raw_ort(path, photos, 1, args.requests))
+                runs[name]["batch32"].append(raw_ort(path, photos, 32, 4 * 32))
+                runs[name]["served"].append(load(servers[name].url, "/classify", photos, 32, args.requests)["rps"])
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {name: {key: statistics.median(values) for key, values in figures.items()} for name, figures in runs.items()}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Measure and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet50", "resnet18"])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--requests", type=int, default=64, help="requests per served cell and round (default 64)")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="int8-"))
+    default_int8, _ = int8_copy(Path(DEFAULT_MODEL), "512", 0.97)
+    rows = [{"model": "default (cifar_resnet20)", "precision": precision, "error": cifar_error(path)}
+            for precision, path in (("fp32", Path(DEFAULT_MODEL)), ("int8", default_int8))]  # fmt: skip
+    photos = [path.read_bytes() for path in samples.imagenet_sample_files(64)]
+    for name in args.models:
+        _, fp32 = make_model(name, work)
+        int8, _ = int8_copy(fp32, "128", 0.5)  # random-init nets have near-tie logits: agreement is not the point
+        measured = speed({"fp32": fp32, "int8": int8}, photos, args, work)
+        for precision in ("fp32", "int8"):
+            rows.append({"model": name, "precision": precision, **measured[precision]})
+        rows[-1]["speedup32"] = measured["int8"]["batch32"] / measured["fp32"]["batch32"]
+    notes = f"medians of {args.rounds} rounds, fp32 and int8 alternating; ORT's CPU provider, default threads"
+    write_results("int8", COLUMNS, rows, notes)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""int8 export: ONNX Runtime's static quantization, calibrated on training images, verified before it is written,
+served unchanged (``/info`` says the precision)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from export import classifier as exporter
+from export import int8
+from service.runtime import DEFAULT_MODEL
+from training.cifar10 import load_cifar10
+
+
+def props(path) -> dict[str, str]:
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def errors(path, images: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    top1 = np.concatenate([session.run(["logits"], {"images": images[i : i + 1000]})[0].argmax(1)
+                           for i in range(0, len(images), 1000)])  # fmt: skip
+    return float((top1 != labels).mean()), top1
+
+
+def test_the_default_model_in_int8_keeps_its_error_within_half_a_point(cifar_dir, tmp_path) -> None:
+    output = tmp_path / "int8.onnx"
+    report = int8.main(["--model", str(DEFAULT_MODEL), "--output", str(output), "--calibration-images", "512"])
+    assert (
+        report["verify_int8"]["agreement"] >= int8.MIN_AGREEMENT
+        and output.stat().st_size < DEFAULT_MODEL.stat().st_size
+    )
+    metadata = props(output)
+    assert metadata["precision"] == "int8" and metadata["labels"] == props(DEFAULT_MODEL)["labels"]
+    calibration = json.loads(metadata["quantization"])["calibration"]
+    assert calibration == {"method": "minmax", "images": 512, "set": "512 CIFAR-10 training images"}
+    ops = {node.op_type for node in onnx.load(str(output)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: ORT fuses these into integer kernels
+    test = load_cifar10(cifar_dir, train=False)
+    images, labels = test.images.numpy(), test.labels.numpy()
+    fp32_error, fp32_top1 = errors(DEFAULT_MODEL, images, labels)
+    int8_error, int8_top1 = errors(output, images, labels)
+    print(f"all 10,000 test images: fp32 {100 * fp32_error:.2f}%, int8 {100 * int8_error:.2f}%")
+    assert abs(int8_error - fp32_error) <= 0.005 and (int8_top1 == fp32_top1).mean() >= 0.97
+
+
+def test_a_quantization_that_misses_the_bar_writes_nothing(tmp_path) -> None:
+    output = tmp_path / "int8.onnx"
+    with pytest.raises(SystemExit, match="int8 verification FAILED"):
+        int8.main(["--model", str(DEFAULT_MODEL), "--output", str(output), "--calibration-images", "64",
+                   "--min-agreement", "1.01"])  # fmt: skip
+    assert not output.exists()
+
+
+def test_checkpoint_exported_as_int8_is_served_and_says_so(trained_cifar_run, serve, cifar_files, tmp_path) -> None:
+    run, _ = trained_cifar_run
+    output = tmp_path / "model.onnx"
+    report = exporter.main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output),
+                            "--no-register", "--quantize", "int8", "--calibration-images", "256"])  # fmt: skip
+    assert report["precision"] == "int8" and report["verify_int8"]["images"] == 300
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    with serve(output) as client:
+        info = client.get("/info").json()
+        assert info["precision"] == "int8" and info["model"] == "cifar_resnet20"
+        for path in cifar_files[:10]:
+            answer = client.post("/classify", files={"image": ("x.jpg", path.read_bytes())}, data={"top_k": "1"})
+            from service.imaging import preprocess
+
+            offline = session.run(["logits"], {"images": preprocess(path, 32, 32)[None]})[0].argmax()
+            assert answer.json()["predictions"][0]["index"] == int(offline)
