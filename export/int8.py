@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,9 +43,8 @@ def quantize_int8(
     preprocessing); ``calibration_set`` describes them. ``method``: "minmax" or "percentile" (99.999th)."""
     import onnx
     import onnxruntime
-    from onnxruntime import quantization as q
-    from onnxruntime.quantization.calibrate import save_tensors_data
 
+    q, save_tensors_data = _ort_quantization()
     calibrate_method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile}[method]
     original = onnx.load_from_string(model_bytes)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,6 +81,18 @@ def quantize_int8(
         "calibration": {"method": method, "images": images, "set": calibration_set},
     }
     return _finish(original, quantized, settings)
+
+
+def _ort_quantization() -> tuple[Any, Any]:
+    """ONNX Runtime's quantization modules, imported without the ``sys.path`` entry they add: importing them runs
+    ``onnxruntime.transformers``, which appends its own folder, whose ``models`` package would shadow the project's."""
+    path = list(sys.path)
+    try:
+        from onnxruntime import quantization
+        from onnxruntime.quantization.calibrate import save_tensors_data
+    finally:
+        sys.path[:] = path
+    return quantization, save_tensors_data
 
 
 def _finish(original: Any, quantized: Any, settings: dict[str, Any]) -> bytes:

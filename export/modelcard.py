@@ -34,7 +34,8 @@ SERVING_CAVEAT = (
 BAR = 10.0  # the most test error (%) a CIFAR-10 default model may have
 
 
-def _paper_error(model_name: str, error: float) -> str:
+def paper_error(model_name: str, error: float) -> str:
+    """The paper's Table 6 error for the model and the gap to ``error`` (percent), in words."""
     info = model_info(model_name)
     if info.family == "cifar10" and info.residual and info.depth in TABLE6_ERROR:
         paper = TABLE6_ERROR[info.depth]
@@ -68,7 +69,7 @@ def model_card(metadata: ModelMetadata, record: dict[str, Any], record_dir: str)
         "",
         f"- Test error: **{error:.2f}%** top-1 ({100 * last['test_top5_error']:.2f}% top-5) on all 10,000 CIFAR-10 "
         "test images, with the weights of the last epoch (the test set picked nothing).",
-        f"- Paper (Table 6): {_paper_error(metadata.model_name, error)}. This project's bar for a default model: "
+        f"- Paper (Table 6): {paper_error(metadata.model_name, error)}. This project's bar for a default model: "
         f"{BAR:.1f}%; this model {verdict} it.",
         f"- Recipe `{recipe['name']}`: {_schedule(recipe, record)}.",
         f"- Trained on {record['hardware']}; torch {', '.join(record.get('torch') or ['not recorded'])}; "

@@ -26,12 +26,29 @@ def generate(source: str) -> str:
     """The Markdown a block with ``source`` holds."""
     if source == "settings":
         return markdown_table()
+    if source == "default_model":
+        return default_model_line()
     path = REPO_ROOT / source
     if not path.is_file():
         raise SystemExit(f"README block source {source} not found (run the benchmark that writes it)")
     if path.parent.name == "bench":
         return render(path)
     return "```json\n" + path.read_text().strip() + "\n```"
+
+
+def default_model_line() -> str:
+    """The shipped model's test error beside the paper's and the bar, from its own metadata."""
+    from export.modelcard import BAR, paper_error, read_metadata
+    from service.contract import Key
+    from service.runtime import DEFAULT_MODEL
+
+    metadata = read_metadata(DEFAULT_MODEL)
+    error = 100 * metadata.json_value(Key.METRICS)[-1]["test_error"]
+    verdict = "meets" if error <= BAR else "misses it and is an interim default"
+    return (
+        f"**{metadata.model_name}: {error:.2f}% test error** on all 10,000 CIFAR-10 test images (paper Table 6: "
+        f"{paper_error(metadata.model_name, error)}); the project's bar is {BAR:.1f}%, which this model {verdict}."
+    )
 
 
 def regenerate(text: str) -> str:

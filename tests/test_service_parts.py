@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import REPO_ROOT
@@ -76,6 +78,33 @@ def test_the_queue_merges_what_waits_into_one_call() -> None:
     sizes, results = _queue_run(items=40, seconds_per_call=0.01, max_latency_ms=60_000)
     assert results == [2 * item for item in range(40)]  # every item answered, in order
     assert sum(sizes) == 40 and max(sizes) > 1 and len(sizes) < 40
+
+
+def test_after_a_burst_a_lone_request_is_not_held_back() -> None:
+    # BentoML's optimizer learns a wait that includes the waiting it imposed; ours dispatches as soon as the model is
+    # free. Measured without the fix: 124 ms for a 60 ms call, long after the burst.
+    async def run() -> list[float]:
+        async def work(batch: list[int]) -> list[int]:
+            await asyncio.sleep(0.05 + 0.01 * len(batch))
+            return list(batch)
+
+        enqueue = bentoml_adapter.batching_queue(work, 32, 60_000, lambda: 0)
+        rng = random.Random(0)
+
+        async def client() -> None:  # requests arrive staggered, as decoded uploads do
+            for item in range(30):
+                await asyncio.sleep(rng.uniform(0.0, 0.03))
+                await enqueue(item)
+
+        await asyncio.gather(*(client() for _ in range(8)))
+        latencies = []
+        for item in range(10):
+            started = time.perf_counter()
+            await enqueue(item)
+            latencies.append(time.perf_counter() - started)
+        return latencies
+
+    assert max(asyncio.run(run())) < 0.09  # the 60 ms call and scheduling, no deliberate wait
 
 
 def test_the_queue_sheds_what_it_cannot_answer_in_time() -> None:
