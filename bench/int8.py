@@ -20,11 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from http_load import load
-from serve_load import make_model, raw_ort
+from serve_load import int8_copy, make_model, raw_ort
 
 from export import samples
-from export.int8 import quantized_and_verified
-from export.onnx_file import write_model
 from report.bench_file import Column, write_results
 from service import imaging
 from service.local_server import bentoml_serve
@@ -40,16 +38,6 @@ COLUMNS = [
     Column("served", "/classify req/s, c=32", ".1f"),
     Column("speedup32", "int8 / fp32, batch 32", ".2f", "x"),
 ]
-
-
-def int8_copy(model: Path, calibration: str, min_agreement: float) -> tuple[Path, dict]:
-    """Quantize an exported file next to it; returns the int8 path and its verification report."""
-    options = argparse.Namespace(
-        calibration_images=calibration, calibration_method="minmax", verify_images=None, verify_int8=300,
-        min_agreement=min_agreement,
-    )  # fmt: skip
-    int8_bytes, report = quantized_and_verified(model.read_bytes(), options)
-    return write_model(int8_bytes, model.with_name(model.stem + "-int8.onnx")), report
 
 
 def cifar_error(model: Path) -> float:

@@ -169,12 +169,27 @@ def start_servers(name: str, checkpoint: Path, onnx_path: Path, work: Path) -> d
 
 def cells(args: argparse.Namespace) -> list[tuple[str, int]]:
     """(upload kind, concurrency) of the table: every kind at c=8, ImageNet photos also at the others."""
-    return [(kind, 8) for kind in KINDS] + [("imagenet", c) for c in args.concurrency if c != 8]
+    return [(kind, 8) for kind in args.kinds] + [("imagenet", c) for c in args.concurrency if c != 8]
+
+
+def int8_copy(model: Path, calibration: str, min_agreement: float) -> tuple[Path, dict]:
+    """Quantize an exported file next to it (``export.int8``); the int8 path and its verification report."""
+    from export.int8 import quantized_and_verified
+    from export.onnx_file import write_model
+
+    options = argparse.Namespace(
+        calibration_images=calibration, calibration_method="minmax", verify_images=None, verify_int8=300,
+        min_agreement=min_agreement,
+    )  # fmt: skip
+    int8_bytes, report = quantized_and_verified(model.read_bytes(), options)
+    return write_model(int8_bytes, model.with_name(model.stem + "-int8.onnx")), report
 
 
 def measure_model(name: str, uploads: dict[str, list[bytes]], args: argparse.Namespace, work: Path) -> list[dict]:
     """Every cell of one model, systems interleaved within each round; one row per cell with the medians."""
     checkpoint, onnx_path = make_model(name, work)
+    if args.precision == "int8":  # random-init nets have near-tie logits: int8 agreement is not the point here
+        onnx_path, _ = int8_copy(onnx_path, "128", 0.5)
     servers = start_servers(name, checkpoint, onnx_path, work)
     results: dict[tuple[str, int, str], list[dict]] = {}
     try:
@@ -198,7 +213,8 @@ def measure_model(name: str, uploads: dict[str, list[bytes]], args: argparse.Nam
     ort = {
         c: raw_ort(onnx_path, uploads["imagenet"], c, max(args.requests, 2 * c)) for c in {c for _, c in cells(args)}
     }
-    return [table_row(name, kind, c, results, ort[c]) for kind, c in cells(args)]
+    label = name if args.precision == "fp32" else f"{name} {args.precision}"
+    return [table_row(label, kind, c, results, ort[c]) for kind, c in cells(args)]
 
 
 def table_row(name: str, kind: str, c: int, results: dict, ort: float) -> dict:
@@ -224,6 +240,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--requests", type=int, default=48, help="requests per cell and round (default 48)")
     parser.add_argument("--rounds", type=int, default=2, help="repeats of every cell, interleaved (default 2)")
     parser.add_argument("--photos", type=int, default=48, help="real photos the uploads are made from (default 48)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="upload kinds at c=8 (all)")
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="served model (the naive "
+                        "handler stays PyTorch fp32)")  # fmt: skip
+    parser.add_argument("--results", default="serve_load", help="docs/bench/NAME.json to write (default serve_load)")
     parser.add_argument("--naive-server", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -239,7 +259,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"medians of {args.rounds} interleaved rounds of {args.requests} uploads per cell; random-init models; the "
         "aiohttp client shares the cores; raw ORT = the session on decoded batches of size c"
     )
-    write_results("serve_load", COLUMNS, rows, notes)
+    write_results(args.results, COLUMNS, rows, notes)
     return rows
 
 
