@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from detection.coco_eval import BACKENDS, evaluate, load_ground_truth, read_resu
 from detection.data import CocoDetectionDataset
 from detection.inference import detect
 from detection.model import set_test_size
-from detection.served import detect_onnx, detect_server
+from detection.served import EVAL_SCORE_THRESHOLD, detect_onnx, detect_server
 from training import cli, distributed
 from training.checkpoint import atomic_write_text
 
@@ -37,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--onnx", type=Path, help="detector exported by detection.export (ONNX Runtime)")
     source.add_argument("--server", help="URL of a running service: every image goes to its POST /detect")
     source.add_argument("--results-json", help="evaluate this COCO results file instead of running a model")
-    parser.add_argument("--coco-root", default=os.environ.get("RESNET_LAB_COCO"), help="COCO folder (standard layout)")
+    cli.add_coco_root_argument(parser)
     parser.add_argument("--split", default="val2017", help="annotations/instances_<split>.json and <split>/")
     parser.add_argument("--ann-file", help="ground truth for --results-json")
     parser.add_argument("--output-dir", type=Path, help="where detections.json and metrics.json go")
@@ -47,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rpn-post-nms-top-n-test", type=int, help="--checkpoint: RPN proposals per image (default: the recipe's)"
     )
-    parser.add_argument("--score-threshold", type=float, default=0.05, help="drop detections scoring less")
+    parser.add_argument("--score-threshold", type=float, help="drop detections scoring less (default: 0.05; --server: "
+                        "0, so the answers hold all that the graph's own baked-in threshold kept)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--concurrency", type=int, default=4, help="--server: uploads in flight")
     parser.add_argument("--backend", default="pycocotools", choices=BACKENDS, help="COCOeval implementation")
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.results_json and not args.ann_file:
         parser.error("--results-json needs --ann-file (the ground-truth instances_<split>.json)")
     if not args.results_json and not args.coco_root:
-        parser.error("--checkpoint, --onnx and --server need --coco-root")
+        parser.error(f"--checkpoint, --onnx and --server need --coco-root (or {cli.COCO_ENV})")
     return args
 
 
@@ -80,7 +80,7 @@ def run_checkpoint(args: argparse.Namespace, dataset: CocoDetectionDataset) -> l
     model, recipe = detector_from_checkpoint(state)
     if args.rpn_post_nms_top_n_test:
         model.rpn._post_nms_top_n["testing"] = args.rpn_post_nms_top_n_test
-    model.roi_heads.score_thresh = args.score_threshold
+    model.roi_heads.score_thresh = EVAL_SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
     set_test_size(model, args.min_size_test or recipe.min_size_test, args.max_size or recipe.max_size)
     context = distributed.setup(args.device, fixed_input_sizes=False)
     model.to(context.device).eval()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,11 +27,9 @@ from detection.model import build_detector, evaluating, fresh_backbone, prepare_
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe
 from detection.schedule import WarmupStepSchedule
 from training import cli, distributed, engine
-from training.checkpoint import seed_everything
 from training.plot import plot_losses
 from training.run_folder import RunFolder
 
-RUN_OPTIONS = ("batch_size", "lr", "seed", "max_train_samples", "val_split")
 SUBSET_SEED = 0  # fixed, so --val-split holds out the same images whatever --seed is
 
 
@@ -41,10 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m detection.train",
         description="Train Faster R-CNN on COCO. Recipes: " + ", ".join(RECIPES),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--recipe", default="coco_resnet50_c4", choices=sorted(RECIPES), help="detection recipe")
-    parser.add_argument("--coco-root", default=os.environ.get("RESNET_LAB_COCO"), help="COCO folder (standard layout)")
+    cli.add_coco_root_argument(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--backbone-checkpoint", help="classification checkpoint written by training.train")
     source.add_argument("--from-scratch", action="store_true", help="random backbone (--arch or the recipe's)")
@@ -57,7 +54,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train; returns the last epoch's metrics row."""
     args = build_parser().parse_args(argv)
     if not args.coco_root:
-        raise SystemExit("--coco-root is required (the folder holding annotations/ and the split folders)")
+        raise SystemExit(
+            f"--coco-root is required (the folder holding annotations/ and the split folders), or set {cli.COCO_ENV}"
+        )
     context = distributed.setup(args.device, fixed_input_sizes=False)  # images differ in size
     try:
         return _train(args, context)
@@ -67,11 +66,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, Any]:
     run = RunFolder(args.output_dir)
-    run.check_start(args.resume)
-    resumed = load_detection_checkpoint(run.last) if args.resume else None
-    options = _run_options(args, resumed)
+    resumed, options = engine.start(args, run, load_detection_checkpoint)
     recipe = _recipe(args, resumed)
-    seed_everything(options.get("seed", 0) + context.rank)
+    engine.seed_process(options.get("seed", 0), context)
     train_set, val_set, test_set = _datasets(args.coco_root, recipe, options, args.max_eval_samples)
     model, backbone, recipe = _model(args, recipe, resumed, train_set.categories.num_classes)
     task = build_task(args, recipe, model, backbone, (train_set, val_set, test_set), options, context)
@@ -92,12 +89,6 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, 
     return row
 
 
-def _run_options(args: argparse.Namespace, resumed: dict[str, Any] | None) -> dict[str, Any]:
-    """Run options given now, over those the resumed run was started with."""
-    given = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) is not None}
-    return {**resumed["run"]["overrides"], **given} if resumed is not None else given
-
-
 def _recipe(args: argparse.Namespace, resumed: dict[str, Any] | None) -> DetectionRecipe:
     """The named (or resumed) recipe with the fields given now; a new short run keeps its warm-up to a quarter."""
     given = cli.recipe_overrides(args, DetectionRecipe)
@@ -106,8 +97,6 @@ def _recipe(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Detecti
         if "max_iters" in given and "warmup_iters" not in given:
             recipe = recipe.override(warmup_iters=min(recipe.warmup_iters, max(1, recipe.max_iters // 4)))
         return recipe
-    if resumed["recipe"]["name"] != args.recipe:
-        raise SystemExit(f"--resume: the run was trained with recipe {resumed['recipe']['name']!r}")
     return DetectionRecipe.from_dict(resumed["recipe"]).override(**given)
 
 
@@ -188,14 +177,13 @@ def build_task(
 ) -> engine.Task:
     """The detection side of the engine: SGD on the trainable parameters, warm-up + steps, losses, COCOeval."""
     train_set, val_set, test_set = datasets
-    if recipe.batch_size % context.world_size:
-        raise SystemExit(f"batch size {recipe.batch_size} is not divisible by {context.world_size} processes")
+    per_rank = engine.batch_per_rank(recipe.batch_size, context)
     model.to(context.device)
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     base_lr = options.get("lr") or recipe.scaled_lr()
     optimizer = torch.optim.SGD(parameters, lr=base_lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     train_model = distributed.wrap(model, context, sync_batchnorm=recipe.norm == "batch")
-    batches = DetectionBatches(train_set, recipe.batch_size // context.world_size, context, args.workers)
+    batches = DetectionBatches(train_set, per_rank, context, args.workers)
 
     def evaluate() -> dict[str, float]:
         sets = {"val": val_set, "test": test_set} if val_set is not None else {"test": test_set}

@@ -29,7 +29,16 @@ from torch import nn
 from models import create_model, model_info
 from models.preprocess import NormalizedClassifier
 from service import imaging
-from service.contract import BENTO_MODEL_NAMES, CLASSIFICATION, INPUT_NAMES, OUTPUT_NAMES, Key, ModelMetadata
+from service.contract import (
+    BENTO_MODEL_NAMES,
+    CLASSIFICATION,
+    FP32,
+    INPUT_NAMES,
+    INT8,
+    OUTPUT_NAMES,
+    Key,
+    ModelMetadata,
+)
 from training import cli, imagenet
 from training.checkpoint import read_torch_state
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
@@ -228,7 +237,7 @@ def export(
         model_bytes, report["verify_int8"] = quantized_and_verified(model_bytes, int8)
         metadata = ModelMetadata.from_props(metadata_props(model_bytes))
     output = write_model(model_bytes, output)
-    report |= {"output": str(output), "bytes": len(model_bytes), "precision": "int8" if int8 else "fp32"}
+    report |= {"output": str(output), "bytes": len(model_bytes), "precision": INT8 if int8 else FP32}
     if register:
         report["bento_model"] = register_in_store(output, metadata, bento_name)
     return report
@@ -250,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", default="resnet50", help="architecture for --torchvision-state-dict")
     parser.add_argument(
         "--classes",
-        help="index<TAB>wnid<TAB>name file for --torchvision-state-dict (unset: the ImageNet classes shipped in "
+        help="index<TAB>wnid<TAB>name file for --torchvision-state-dict (default: the ImageNet classes shipped in "
         "training/imagenet_classes.tsv)",
     )
     parser.add_argument("--output", required=True, help="where to write the .onnx file")
@@ -261,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify-count", type=int, default=8, help="how many real images to verify on")
     parser.add_argument("--no-register", action="store_true", help="skip the BentoML model store")
     parser.add_argument("--bento-name", default=BENTO_MODEL_NAMES[CLASSIFICATION], help="name in the model store")
-    parser.add_argument("--quantize", choices=["int8"], help="write an int8 model (ONNX Runtime static quantization)")
+    parser.add_argument("--quantize", choices=[INT8], help="write an int8 model (ONNX Runtime static quantization)")
     int8_options = parser.add_argument_group("int8 (with --quantize int8; see python -m export.int8)")
     add_int8_arguments(int8_options)
     return parser
@@ -275,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spec = spec_from_checkpoint(args.checkpoint)
     else:
         spec = spec_from_torchvision(args.torchvision_state_dict, args.arch, args.classes)
-    int8 = args if args.quantize == "int8" else None
+    int8 = args if args.quantize == INT8 else None
     report = export(
         spec, args.output, args.verify_images, args.verify_count, not args.no_register, args.bento_name, int8
     )

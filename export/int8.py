@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from service import imaging
-from service.contract import CLASSIFICATION, INPUT_NAMES, OUTPUT_NAMES, Key, ModelMetadata
+from service.contract import CLASSIFICATION, INPUT_NAMES, INT8, OUTPUT_NAMES, Key, ModelMetadata
 from training import cli
 
 from . import samples
@@ -100,7 +100,7 @@ def _finish(original: Any, quantized: Any, settings: dict[str, Any]) -> bytes:
     import onnx
 
     props = {entry.key: entry.value for entry in original.metadata_props}
-    props |= {Key.PRECISION: "int8", Key.QUANTIZATION: json.dumps(settings)}
+    props |= {Key.PRECISION: INT8, Key.QUANTIZATION: json.dumps(settings)}
     del quantized.metadata_props[:]
     for key, value in props.items():
         entry = quantized.metadata_props.add()
@@ -230,7 +230,12 @@ def quantized_and_verified(fp32_bytes: bytes, args: argparse.Namespace) -> tuple
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The int8 options, shared by ``python -m export --quantize int8`` and ``python -m export.int8``."""
     parser.add_argument("--calibration-images", default="512", help="a folder of training images, or N (see above)")
-    parser.add_argument("--calibration-method", choices=["minmax", "percentile"], default="minmax")
+    parser.add_argument(
+        "--calibration-method",
+        choices=["minmax", "percentile"],
+        default="minmax",
+        help="how activation ranges come from the calibration images",
+    )
     parser.add_argument("--verify-int8", type=int, default=300, help="real images int8 is compared with fp32 on")
     parser.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, help="top-1 agreement int8 must reach")
 
@@ -242,7 +247,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--model", required=True, type=Path, help="an exported fp32 classifier (.onnx)")
     parser.add_argument("--output", required=True, type=Path, help="where to write the int8 file")
-    parser.add_argument("--verify-images", help="folder of real images to compare int8 with fp32 on")
+    parser.add_argument(
+        "--verify-images",
+        help="folder of real images to compare int8 with fp32 on (default: CIFAR-10 test images for a CIFAR-10 "
+        "model, else the shared ImageNet photos not calibrated on)",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.model.is_file():

@@ -24,7 +24,8 @@ from PIL import Image
 
 from export import samples
 from service import imaging
-from service.runtime import DEFAULT_MODEL
+from service.contract import CLASSIFICATION, DEFAULT_MODEL, INPUT_NAMES, OUTPUT_NAMES
+from training import cli
 from training.cifar10 import load_cifar10
 
 from .bench_file import Column, write_results
@@ -46,11 +47,11 @@ def answers(uploads: Iterable[bytes], labels: np.ndarray, model: Path = DEFAULT_
     """Error of both paths and their top-1 agreement, for a 32x32 CIFAR-10 model."""
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     uploads = list(uploads)
-    top1 = {}
+    top1, images, outputs = {}, INPUT_NAMES[CLASSIFICATION], list(OUTPUT_NAMES[CLASSIFICATION])
     for fast in (False, True):
         batch = np.stack([imaging.preprocess(data, 32, 32, fast=fast) for data in uploads])  # the service's decode
         top1[fast] = np.concatenate(
-            [session.run(["logits"], {"images": batch[i : i + 1000]})[0].argmax(1) for i in range(0, len(batch), 1000)]
+            [session.run(outputs, {images: batch[i : i + 1000]})[0].argmax(1) for i in range(0, len(batch), 1000)]
         )
     return {
         "images": len(uploads),
@@ -92,7 +93,9 @@ def phone_photos(count: int | None = None) -> list[bytes]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Measure on all 10,000 CIFAR-10 test images and all shared ImageNet photos; write the results file."""
-    parser = argparse.ArgumentParser(prog="python -m report.decode_check", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m report.decode_check", description=__doc__, formatter_class=cli.HelpFormatter
+    )
     parser.add_argument("--cifar-dir", type=Path, required=True, help="CIFAR-10 python folder (make_cifar10.py)")
     args = parser.parse_args(argv)
     test = load_cifar10(args.cifar_dir, train=False)

@@ -2,7 +2,7 @@
 
 Serves the embedded default classifier and the given detector with ``bentoml serve``, serves the image from a second
 local port, and has a real headless Chromium (Debian's ``chromium`` package) load ``/demo?image=...`` and save a
-screenshot to ``docs/figures/demo.png``.
+screenshot to ``--output`` (``docs/figures/demo.png``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from service.local_server import bentoml_serve
+from training import cli
 
 from .provenance import REPO_ROOT
 
@@ -62,12 +63,14 @@ def screenshot(detector: Path, image: Path, out: Path = OUT) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m report.demo_screenshot", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m report.demo_screenshot", description=__doc__, formatter_class=cli.HelpFormatter
+    )
     parser.add_argument("--detector", type=Path, required=True, help="an exported detector (.onnx)")
     parser.add_argument("--image", type=Path, required=True, help="the picture to show")
-    parser.add_argument("--out", type=Path, default=OUT, help="PNG to write")
+    parser.add_argument("--output", type=Path, default=OUT, help="PNG to write")
     args = parser.parse_args(argv)
-    out = screenshot(args.detector, args.image, args.out)
+    out = screenshot(args.detector, args.image, args.output)
     print(f"wrote {out}")
     return out
 

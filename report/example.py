@@ -15,6 +15,7 @@ import httpx
 
 from export import samples
 from service.local_server import bentoml_serve
+from training import cli
 from training.checkpoint import atomic_write_text
 
 from .provenance import REPO_ROOT
@@ -36,7 +37,10 @@ def ask(url: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Serve the default model, ask, write the example file."""
-    argparse.ArgumentParser(prog="python -m report.example", description=__doc__).parse_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m report.example", description=__doc__, formatter_class=cli.HelpFormatter
+    )
+    parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="example-"))
     with bentoml_serve({"RESNET_LAB_MODEL": "", "BENTOML_HOME": str(work / "bentoml")}, work / "serve.log") as server:
         answer = ask(server.url)

@@ -11,6 +11,7 @@ import argparse
 import re
 
 from service.settings import markdown_table
+from training import cli
 from training.checkpoint import atomic_write_text
 
 from .bench_file import render
@@ -38,9 +39,9 @@ def generate(source: str) -> str:
 
 def default_model_line() -> str:
     """The shipped model's test error beside the paper's and the bar, from its own metadata."""
-    from export.modelcard import BAR, paper_error, read_metadata
-    from service.contract import Key
-    from service.runtime import DEFAULT_MODEL
+    from service.contract import DEFAULT_MODEL, Key
+
+    from .modelcard import BAR, paper_error, read_metadata  # here: it imports the exporter, hence torch
 
     metadata = read_metadata(DEFAULT_MODEL)
     error = 100 * metadata.json_value(Key.METRICS)[-1]["test_error"]
@@ -58,7 +59,9 @@ def regenerate(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> bool:
     """Rewrite README.md (or, with ``--check``, say whether it is up to date); returns whether it was."""
-    parser = argparse.ArgumentParser(prog="python -m report.readme", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m report.readme", description=__doc__, formatter_class=cli.HelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when a block drifted")
     args = parser.parse_args(argv)
     text = README.read_text()

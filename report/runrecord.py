@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from report.provenance import provenance
+from training import cli
 from training.checkpoint import atomic_write_text
 from training.classifier import load_classifier_checkpoint
 from training.recipes import get_recipe
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m report.runrecord",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("run_dir", type=Path, help="the --output-dir of a training run")
     parser.add_argument("--name", help="record name (default: the run folder's name)")

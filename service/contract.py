@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-ONNX_FILE_NAME = "model.onnx"  # the file's name inside a BentoML model-store entry
+ONNX_FILE_NAME = "model.onnx"  # a classifier's file name in a BentoML model-store entry and the default-model folder
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # the classifier shipped with the service
+DEFAULT_MODEL = DEFAULT_MODEL_DIR / ONNX_FILE_NAME
 PRODUCER = "resnet-lab"
 CLASSIFICATION = "classification"
 DETECTION = "detection"
@@ -20,6 +23,8 @@ TASKS = (CLASSIFICATION, DETECTION)
 BENTO_MODEL_NAMES = {CLASSIFICATION: "resnet-classifier", DETECTION: "resnet-detector"}
 INPUT_NAMES = {CLASSIFICATION: "images", DETECTION: "image"}  # uint8 RGB [N, 3, H, W] / one image [3, H, W]
 OUTPUT_NAMES = {CLASSIFICATION: ("logits",), DETECTION: ("boxes", "scores", "labels")}  # labels: COCO category ids
+FP32 = "fp32"  # ``Key.PRECISION`` of a file as exported from PyTorch (also what its absence means)
+INT8 = "int8"  # ``Key.PRECISION`` of a statically quantized file (``export.int8``)
 
 
 class Key:
@@ -34,10 +39,11 @@ class Key:
     TEST_SCALE = "test_scale"  # detection: JSON {"min_size", "max_size"}, the shorter side the graph resizes to
     SCORE_THRESHOLD = "score_threshold"  # detection: the graph drops detections scoring less
     NMS = "nms"  # detection: JSON of the NMS settings baked into the graph
+    MAX_DETECTIONS = "max_detections"  # detection: the most detections the graph returns per image
     RECIPE = "recipe"  # JSON: the training recipe
     METRICS = "metrics"  # JSON: what the source checkpoint measured
     SOURCE_SHA256 = "source_sha256"  # hash of the checkpoint or weights file exported
-    PRECISION = "precision"  # "int8" for a quantized file; absent: fp32
+    PRECISION = "precision"  # INT8 for a quantized file; absent: FP32
     QUANTIZATION = "quantization"  # JSON: how it was quantized and calibrated
 
 

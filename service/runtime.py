@@ -15,6 +15,7 @@ import onnxruntime as ort
 from service.contract import (
     BENTO_MODEL_NAMES,
     CLASSIFICATION,
+    DEFAULT_MODEL,
     DETECTION,
     INPUT_NAMES,
     ONNX_FILE_NAME,
@@ -22,10 +23,8 @@ from service.contract import (
     ContractError,
     ModelMetadata,
 )
-from service.settings import Settings
+from service.settings import Settings, env_name
 
-SERVICE_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = SERVICE_DIR / "default_model" / "model.onnx"
 logger = logging.getLogger("bentoml.resnet_lab")
 
 
@@ -33,13 +32,13 @@ class ModelNotFound(RuntimeError):
     """No usable model: the message says how to provide one."""
 
 
+VARIABLES = {CLASSIFICATION: env_name("model"), DETECTION: env_name("detector")}  # where each model is named
 HOW_TO_GET = {
     CLASSIFICATION: "export one with `python -m export --checkpoint FILE --output model.onnx` and start with "
-    f"RESNET_LAB_MODEL=model.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[CLASSIFICATION]}:latest)",
+    f"{VARIABLES[CLASSIFICATION]}=model.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[CLASSIFICATION]}:latest)",
     DETECTION: "export one with `python -m detection.export --checkpoint FILE --output detector.onnx` and start with "
-    f"RESNET_LAB_DETECTOR=detector.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[DETECTION]}:latest)",
+    f"{VARIABLES[DETECTION]}=detector.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[DETECTION]}:latest)",
 }
-VARIABLES = {CLASSIFICATION: "RESNET_LAB_MODEL", DETECTION: "RESNET_LAB_DETECTOR"}
 
 
 def resolve_model(value: str, task: str = CLASSIFICATION) -> Path:
@@ -97,7 +96,12 @@ def open_session(path: Path, settings: Settings) -> ort.InferenceSession:
     # ORT's default: workers spin briefly after a run. Measured here, turning it off cost 2-3 ms per request
     # at concurrency 1 and bought no throughput at 32.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spin else "0")
-    return ort.InferenceSession(str(path), options, providers=choose_providers(settings.providers))
+    providers = choose_providers(settings.providers)
+    if "CUDAExecutionProvider" in providers:
+        # CUDA and cuDNN from pip's nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]) are not on the loader's path, and
+        # the service imports no torch to put them there; without this ORT silently falls back to the CPU.
+        ort.preload_dlls()
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 
 from service import imaging
 from service.bentoml_adapter import batching_queue, cancel_request_timers
-from service.contract import DETECTION, Key
+from service.contract import DETECTION, FP32, Key
 from service.detector import DetectionRefused, Detector
 from service.errors import ErrorBodyShape, QuietRejections
 from service.inputs import ClassifyInput, DetectInput
@@ -116,7 +116,7 @@ class ResNetClassifier:
             "num_labels": len(self.labels),
             "resize_size": metadata.resize_size,
             "crop_size": metadata.crop_size,
-            "precision": metadata.extra.get(Key.PRECISION, "fp32"),
+            "precision": metadata.extra.get(Key.PRECISION, FP32),
             "providers": self.model.providers,
             "batching": {"max_batch_size": settings.max_batch_size, "max_latency_ms": settings.max_latency_ms},
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_image_pixels": settings.max_image_pixels},
@@ -169,7 +169,8 @@ class ResNetClassifier:
 
     @bentoml.api(route="/detect", input_spec=DetectInput)  # client mistakes -> JSON 400 before this runs
     async def detect(self, image: Path, score_threshold: float = 0.5, max_detections: int = 100) -> dict[str, Any]:
-        """Objects in one uploaded image: boxes in its pixels (as displayed), COCO category ids, labels, scores."""
+        """Objects in one uploaded image: boxes in its pixels (as displayed), COCO category ids, labels, scores; at
+        most ``min(max_detections, the graph's cap)`` (``max_detections_in_graph`` in /info)."""
         if self.detector is None:
             return error(503, f"no detector configured: {HOW_TO_GET[DETECTION]}")
         if (too_large := self._too_large(image)) is not None:

@@ -6,6 +6,7 @@ here (``python -m service.settings``), so the two cannot drift.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -62,6 +63,14 @@ class Settings:
         return cls(**values)
 
 
+def env_name(setting: str) -> str:
+    """The environment variable of the ``Settings`` field named ``setting``."""
+    for spec in fields(Settings):
+        if spec.name == setting:
+            return spec.metadata["env"]
+    raise KeyError(setting)
+
+
 def _parse(name: str, raw: str, kind: type) -> object:
     if kind is bool:
         if raw.lower() not in ("0", "1", "true", "false"):
@@ -92,5 +101,18 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> str:
+    """CLI: print the settings table (what the README shows)."""
+    # not training.cli's formatter: service sits below training (which reads images with service.imaging), and
+    # this command has no options whose defaults it would show
+    parser = argparse.ArgumentParser(
+        prog="python -m service.settings", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.parse_args(argv)
+    table = markdown_table()
+    print(table)
+    return table
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    main()

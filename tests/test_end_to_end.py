@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from export import classifier as exporter
-from export import modelcard
-from report import runrecord
+from report import modelcard, runrecord
 from training import evaluate
 from training.cifar10 import load_cifar10
 

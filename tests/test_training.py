@@ -195,7 +195,7 @@ def test_resume_continues_exactly(cifar_dir, tmp_path):
     assert best["run"]["best"] == min(row["val_error"] for row in rows)
     assert resumed["preprocess"]["mean"].shape == (3, 32, 32)
     assert set(resumed["rng"]) == {"torch", "cuda", "python", "numpy"}
-    plotted = plot.main([str(tmp_path / "straight"), str(tmp_path / "split"), "--out", str(tmp_path / "fig.png")])
+    plotted = plot.main([str(tmp_path / "straight"), str(tmp_path / "split"), "--output", str(tmp_path / "fig.png")])
     assert plotted.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

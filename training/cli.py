@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 WORKERS = 4  # data-loading processes per training or evaluation process, in every tool
+COCO_ENV = "RESNET_LAB_COCO"  # where --coco-root points when it is not given
+# The flags of ``add_run_arguments`` that change a run; on --resume the checkpoint's values hold unless given again.
+RUN_OPTIONS = ("batch_size", "lr", "seed", "max_train_samples", "val_split")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows every default and keeps the description's line breaks (usage examples)."""
+    """``--help`` shows each flag's default once and keeps the description's line breaks (usage examples).
+
+    A real default is appended as ``(default: VALUE)``. An unset one (None, off, empty) is not shown: where leaving
+    the flag out means something, its help ends with ``(default: WHAT)`` in words.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        unset = action.default is None or action.default is False or action.default == ""
+        if unset or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,28 +38,51 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """``--max-eval-samples``."""
-    parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N images only (smoke runs)")
+    parser.add_argument(
+        "--max-eval-samples", type=int, help="evaluate on the first N images only, for smoke runs (default: all)"
+    )
+
+
+def add_coco_root_argument(parser: argparse.ArgumentParser) -> None:
+    """``--coco-root``, read from ``$RESNET_LAB_COCO`` when not given."""
+    current = os.environ.get(COCO_ENV)
+    parser.add_argument(
+        "--coco-root",
+        default=current,
+        help="COCO folder holding annotations/ and the split folders "
+        f"(default: ${COCO_ENV}, {'now ' + current if current else 'unset now'})",
+    )
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """What both trainers share: where the run goes, resuming, length, data subsets, logging, device."""
     parser.add_argument("--output-dir", required=True, type=Path, help="metrics.jsonl, train_log.jsonl, checkpoints/")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
-    parser.add_argument("--batch-size", type=int, help="global batch, split over processes (unset: the recipe's)")
-    parser.add_argument("--lr", type=float, help="base learning rate (unset: the recipe's)")
-    parser.add_argument("--seed", type=int, help="seed for initialisation, order and augmentation (unset: 0)")
-    parser.add_argument("--max-train-samples", type=int, help="train on a fixed subset of this many images")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.pt")
+    parser.add_argument("--batch-size", type=int, help="global batch, split over processes (default: the recipe's)")
+    parser.add_argument("--lr", type=float, help="base learning rate (default: the recipe's)")
+    parser.add_argument("--seed", type=int, help="seed for initialisation, order and augmentation (default: 0)")
+    parser.add_argument(
+        "--max-train-samples", type=int, help="train on a fixed subset of this many images (default: all)"
+    )
     add_eval_arguments(parser)
     parser.add_argument(
         "--val-split",
         type=int,
-        help="hold out N training images as validation data: they pick checkpoints/best.pt (without it, no best.pt)",
+        help="hold out N training images as validation data: they pick checkpoints/best.pt (default: none, so no "
+        "best.pt)",
     )
     parser.add_argument("--log-every", type=int, default=20, help="steps between train_log.jsonl rows")
     parser.add_argument(
-        "--stop-after-epochs", type=int, help="end this invocation after N more epochs; --resume goes on"
+        "--stop-after-epochs",
+        type=int,
+        help="end this invocation after N more epochs; --resume goes on (default: run to the end)",
     )
     add_device_arguments(parser)
+
+
+def run_options(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The run-changing flags given on the command line: ``RUN_OPTIONS`` and a trainer's ``extra`` ones."""
+    return {name: getattr(args, name) for name in RUN_OPTIONS + extra if getattr(args, name) is not None}
 
 
 def _flag_type(annotation: Any) -> tuple[type, bool]:
@@ -66,7 +103,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, recipe_class: type, sk
             continue
         kind, is_tuple = _flag_type(hints[field.name])
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"(unset: the recipe's; {recipe_class.__name__} default {_shown(field.default)})"
+        help_text = f"(default: the recipe's; base {recipe_class.__name__}: {_shown(field.default)})"
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:

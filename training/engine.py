@@ -3,22 +3,25 @@
 A trainer (``training.train`` for classification, ``detection.train`` for detection) builds a ``Task``: its model,
 optimizer, schedule, batches, one step and an evaluation. ``fit`` runs it in a ``RunFolder`` under one process or
 ``torchrun``: it logs every ``log_every`` steps, evaluates after every epoch, writes ``checkpoints/last.pt`` (and
-``best.pt`` when the run has validation data), and ``--resume`` continues exactly from ``last.pt``.
+``best.pt`` when the run has validation data), and ``--resume`` continues exactly from ``last.pt``. ``start``,
+``seed_process`` and ``batch_per_rank`` are the rules both trainers apply before building their ``Task``.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import distributed
-from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from . import cli, distributed
+from .checkpoint import rng_state, save_checkpoint, seed_everything, set_rng_state
 from .distributed import Context
 from .run_folder import RunFolder, append_row
 
@@ -113,6 +116,38 @@ class Plan:
     total_steps: int
     log_every: int = 20
     stop_after_epochs: int | None = None  # end this invocation early; --resume goes on
+
+
+def start(
+    args: argparse.Namespace, run: RunFolder, load: Callable[[Path], dict[str, Any]], extra: tuple[str, ...] = ()
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The checkpoint ``--resume`` continues (None for a new run) and the run options: those given now (the shared
+    ``cli.RUN_OPTIONS`` and the trainer's ``extra``) over those the resumed run was started with."""
+    run.check_start(args.resume)
+    given = cli.run_options(args, extra)
+    if not args.resume:
+        return None, given
+    resumed = load(run.last)
+    trained = resumed.get("recipe", {}).get("name")
+    if trained != args.recipe:
+        raise SystemExit(f"--resume: {run.last} was trained with recipe {trained!r}; pass --recipe {trained}")
+    return resumed, {**resumed["run"]["overrides"], **given}
+
+
+def seed_process(seed: int, context: Context) -> None:
+    """Seed every RNG with ``seed + rank``: each process draws its own random stream (sampling, augmentation), and
+    the weights still start equal on every rank because DDP broadcasts rank 0's when it wraps the model."""
+    seed_everything(seed + context.rank)
+
+
+def batch_per_rank(batch_size: int, context: Context) -> int:
+    """Each process's share of the global batch; exits when the batch does not split evenly."""
+    if batch_size % context.world_size:
+        raise SystemExit(
+            f"--batch-size {batch_size} does not split evenly over {context.world_size} processes; "
+            f"pick a multiple of {context.world_size}"
+        )
+    return batch_size // context.world_size
 
 
 def restore(task: Task, resumed: dict[str, Any], run: RunFolder, context: Context) -> Progress:

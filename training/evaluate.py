@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="a file written by training.train")
     parser.add_argument("--data-dir", required=True, type=Path, help="CIFAR-10 python folder or ImageNet root")

@@ -1,4 +1,4 @@
-"""Error curves in the style of the paper's Fig. 1/4/6: ``python -m training.plot RUN_DIR ... --out fig.png``.
+"""Error curves in the style of the paper's Fig. 1/4/6: ``python -m training.plot RUN_DIR ... --output fig.png``.
 
 Training error thin, test error bold, against iterations; one colour per run.
 """
@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
+from . import cli  # noqa: E402
 from .run_folder import METRICS_FILE, TRAIN_LOG_FILE, read_rows  # noqa: E402
 
 
@@ -84,16 +85,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
         prog="python -m training.plot",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, help="--output-dir folders of training runs")
-    parser.add_argument("--out", type=Path, default=Path("error_curves.png"), help="PNG to write")
+    parser.add_argument("--output", type=Path, default=Path("error_curves.png"), help="PNG to write")
     parser.add_argument("--title", help="figure title")
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         if not run_dir.is_dir():
             raise SystemExit(f"run folder not found: {run_dir} (pass the --output-dir of a training run)")
-    out = plot_runs(args.run_dirs, args.out, args.title)
+    out = plot_runs(args.run_dirs, args.output, args.title)
     print(f"wrote {out}")
     return out
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +38,6 @@ def train_step(
     optimizer.step()
     wrong = (logits.detach().argmax(1) != labels).sum()
     return loss.detach() * labels.shape[0], wrong
-
-
-StepFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class GraphedTrainStep:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from models import create_model, model_info
 from models.preprocess import NormalizedClassifier
 
 from . import cli, distributed, engine
-from .checkpoint import seed_everything
 from .classifier import FORMAT, load_classifier_checkpoint
 from .data import TrainData, cifar10_data, imagenet_data
 from .recipes import LR_SCHEDULES, RECIPES, Recipe, get_recipe
@@ -29,21 +29,26 @@ from .schedule import PaperSchedule
 from .steps import GraphedTrainStep, count_errors, train_step
 
 STEP_SCHEDULE_EPOCHS = 90  # the fixed variant: /10 at epochs 30 and 60 of 90 (torchvision's reference recipe)
-# Command-line overrides that change a run; on --resume the checkpoint's values hold unless given again.
-RUN_OPTIONS = ("epochs", "batch_size", "lr", "max_train_samples", "seed", "val_split", "lr_schedule")
+TRAINER_RUN_OPTIONS = ("epochs", "lr_schedule")  # run-changing flags of this trainer besides ``cli.RUN_OPTIONS``
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; ``--help`` lists every recipe."""
     parser = argparse.ArgumentParser(
         prog="python -m training.train",
-        description="Train with the paper's recipes. Recipes: " + ", ".join(RECIPES),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=textwrap.fill("Train with the paper's recipes. Recipes: " + ", ".join(RECIPES), 100),
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--recipe", required=True, metavar="NAME", help="one of: " + ", ".join(RECIPES))
     parser.add_argument("--data-dir", required=True, type=Path, help="CIFAR-10 python folder or ImageNet root")
-    parser.add_argument("--epochs", type=int, help="shorten/lengthen the run; CIFAR milestones scale with it")
-    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="ImageNet: plateau (paper) or step (30/60/90)")
+    parser.add_argument(
+        "--epochs", type=int, help="shorten/lengthen the run; CIFAR milestones scale with it (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        help="ImageNet: plateau (paper) or step (30/60/90) (default: the recipe's)",
+    )
     cli.add_run_arguments(parser)
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward/backward")
     parser.add_argument(
@@ -99,9 +104,7 @@ def plan_steps(recipe: Recipe, epochs: int | None, steps_per_epoch: int) -> tupl
 
 def load_data(recipe: Recipe, run: dict, args: argparse.Namespace, context: distributed.Context) -> TrainData:
     """The dataset side of the run (fails with a clear message before anything is written)."""
-    if recipe.batch_size % context.world_size:
-        raise SystemExit(f"batch size {recipe.batch_size} does not split over {context.world_size} processes")
-    per_rank = recipe.batch_size // context.world_size
+    per_rank = engine.batch_per_rank(recipe.batch_size, context)
     if recipe.dataset == "cifar10":
         return cifar10_data(
             args.data_dir,
@@ -135,23 +138,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         distributed.cleanup()
 
 
-def _resume(args: argparse.Namespace, run: RunFolder) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The checkpoint to continue (if ``--resume``) and the run's overrides, the checkpoint's under the new ones."""
-    run.check_start(args.resume)
-    overrides = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) is not None}
-    if not args.resume:
-        return None, overrides
-    resumed = load_classifier_checkpoint(run.last)
-    if resumed.get("recipe", {}).get("name") != args.recipe:
-        raise SystemExit(f"--resume: {run.last} was trained with recipe {resumed.get('recipe', {}).get('name')!r}")
-    return resumed, {**resumed["run"]["overrides"], **overrides}
-
-
 def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, Any]:
     run = RunFolder(args.output_dir)
-    resumed, overrides = _resume(args, run)
+    resumed, overrides = engine.start(args, run, load_classifier_checkpoint, extra=TRAINER_RUN_OPTIONS)
     recipe, settings = resolve_run(get_recipe(args.recipe), overrides)
-    seed_everything(settings["seed"])
+    engine.seed_process(settings["seed"], context)
     data = load_data(recipe, settings, args, context)
     epochs, total_steps, milestones = plan_steps(recipe, settings["epochs"], data.steps_per_epoch)
     task = build_task(args, recipe, data, context, total_steps, milestones)

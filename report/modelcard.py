@@ -1,11 +1,12 @@
 """Package a trained classifier as the service's default model: its ONNX file, labels, curve and model card.
 
-    python -m export.modelcard --record docs/runs/NAME --checkpoint RUN/checkpoints/last.pt --out service/default_model
-    python -m export.modelcard --record docs/runs/NAME --out service/default_model   # card only, for the file there
+    python -m report.modelcard --record docs/runs/NAME --checkpoint RUN/checkpoints/last.pt \\
+        --output-dir service/default_model
+    python -m report.modelcard --record docs/runs/NAME   # card only, for the model.onnx already in the folder
 
-``--checkpoint`` is exported to ``OUT/model.onnx`` first (``export.classifier``, verified against PyTorch). Every
-figure of ``MODEL_CARD.md`` comes from the run record (``report.runrecord``: command, hardware, torch version,
-schedule, errors) and from the ONNX file's own metadata; none is typed by hand.
+``--checkpoint`` is exported to ``OUTPUT_DIR/model.onnx`` first (``export.classifier``, verified against PyTorch).
+Every figure of ``MODEL_CARD.md`` comes from the run record (``report.runrecord``: command, hardware, torch
+version, schedule, errors) and from the ONNX file's own metadata; none is typed by hand.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from typing import Any
 
 import onnx
 
+from export import classifier
 from models import model_info
 from models.paper import TABLE6_ERROR
-from report.runrecord import RECORD_FILE
-from service.contract import Key, ModelMetadata
+from service.contract import DEFAULT_MODEL_DIR, ONNX_FILE_NAME, Key, ModelMetadata
 from training import cli
 from training.checkpoint import atomic_write_text
 from training.cifar10 import DATA_CAVEAT
 from training.plot import plot_runs
 
-from . import classifier
+from .runrecord import RECORD_FILE
 
 SERVING_CAVEAT = (
     "Images sent to the service should look like CIFAR-10: small, centred, single-object photos of the ten classes."
@@ -97,7 +98,7 @@ def package(record_dir: Path, out: Path, checkpoint: Path | None = None) -> Path
     if not record_file.is_file():
         raise SystemExit(f"{record_file} not found: record the run first with `python -m report.runrecord`")
     record = json.loads(record_file.read_text())
-    model = out / "model.onnx"
+    model = out / ONNX_FILE_NAME
     if checkpoint is not None:
         classifier.main(["--checkpoint", str(checkpoint), "--output", str(model), "--no-register"])
     if not model.is_file():
@@ -113,13 +114,17 @@ def package(record_dir: Path, out: Path, checkpoint: Path | None = None) -> Path
 def main(argv: list[str] | None = None) -> Path:
     """CLI entry point."""
     parser = argparse.ArgumentParser(
-        prog="python -m export.modelcard", description=__doc__, formatter_class=cli.HelpFormatter
+        prog="python -m report.modelcard", description=__doc__, formatter_class=cli.HelpFormatter
     )
     parser.add_argument("--record", required=True, type=Path, help="the run record (docs/runs/NAME)")
-    parser.add_argument("--checkpoint", type=Path, help="the run's checkpoint to export (unset: keep OUT/model.onnx)")
-    parser.add_argument("--out", type=Path, default=Path("service/default_model"), help="folder to write")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"the run's checkpoint to export (default: keep OUTPUT_DIR/{ONNX_FILE_NAME})",
+    )
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_MODEL_DIR, help="folder to write")
     args = parser.parse_args(argv)
-    card = package(args.record, args.out, args.checkpoint)
+    card = package(args.record, args.output_dir, args.checkpoint)
     print(f"wrote {card}")
     return card
 
