@@ -1,7 +1,8 @@
 """Detections of what is served, for COCO evaluation: an exported ONNX file in ONNX Runtime, or a running service.
 
 Both read the split's images with the service's own loader (``service.imaging``), as the checkpoint path's
-dataset does, so the three paths see the same pixels.
+dataset does, so the three paths see the same pixels. The server is asked for ``score_threshold`` 0 unless told
+otherwise: evaluation keeps every detection, and the graph's own baked-in threshold still applies.
 """
 
 from __future__ import annotations
@@ -20,14 +21,21 @@ from service.contract import DETECTION
 from service.runtime import OnnxModel
 from service.settings import Settings
 
+EVAL_SCORE_THRESHOLD = 0.05  # what the checkpoint and ONNX paths keep unless told otherwise (COCO practice)
+SERVER_SCORE_THRESHOLD = 0.0  # what /detect is asked for unless told otherwise: all the graph returned
+
 
 def image_path(dataset: CocoDetectionDataset, image_id: int) -> Path:
     """Where an image of the split lives."""
     return dataset.paths.image_dir / dataset.coco.loadImgs(image_id)[0]["file_name"]
 
 
-def detect_onnx(path: Path, dataset: CocoDetectionDataset, score_threshold: float) -> list[dict[str, Any]]:
-    """COCO results of an exported detector on every image of ``dataset`` (ONNX Runtime, CPU or CUDA)."""
+def detect_onnx(
+    path: Path, dataset: CocoDetectionDataset, score_threshold: float | None = None
+) -> list[dict[str, Any]]:
+    """COCO results of an exported detector on every image of ``dataset`` (ONNX Runtime, CPU or CUDA), those scoring
+    at least ``score_threshold`` (None: ``EVAL_SCORE_THRESHOLD``)."""
+    score_threshold = EVAL_SCORE_THRESHOLD if score_threshold is None else score_threshold
     model = OnnxModel.load(path, Settings.from_env(), DETECTION)
     results = []
     for image_id in tqdm(dataset.image_ids, desc="detect (onnx)", unit="image", leave=False):
@@ -42,10 +50,12 @@ def detect_onnx(path: Path, dataset: CocoDetectionDataset, score_threshold: floa
 
 
 def detect_server(
-    url: str, dataset: CocoDetectionDataset, score_threshold: float, concurrency: int = 4
+    url: str, dataset: CocoDetectionDataset, score_threshold: float | None = None, concurrency: int = 4
 ) -> list[dict[str, Any]]:
     """COCO results of a running service's ``POST /detect`` on every image of ``dataset`` (``concurrency`` uploads
-    in flight); any answer but 200 stops with its error."""
+    in flight), asked for ``score_threshold`` (None: ``SERVER_SCORE_THRESHOLD``); any answer but 200 stops with its
+    error."""
+    score_threshold = SERVER_SCORE_THRESHOLD if score_threshold is None else score_threshold
     return asyncio.run(_detect_server(url.rstrip("/"), dataset, score_threshold, concurrency))
 
 

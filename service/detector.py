@@ -2,7 +2,9 @@
 
 Detection images differ in size, so requests are not merged into batches: each decoded upload is one ORT call (which
 uses every core). At most ``RESNET_LAB_DETECT_CONCURRENCY`` run at once; the others wait, and one that cannot start
-within ``RESNET_LAB_MAX_LATENCY_MS`` is answered with a JSON 503.
+within ``RESNET_LAB_MAX_LATENCY_MS`` is answered with a JSON 503. An answer holds at most
+``min(max_detections, the graph's own cap)`` detections: the graph keeps the recipe's ``box_detections_per_img``
+(``Key.MAX_DETECTIONS`` in its metadata, ``max_detections_in_graph`` in ``/info``).
 """
 
 from __future__ import annotations
@@ -56,9 +58,17 @@ class Detector:
             "num_categories": len(self.names),
             "test_scale": metadata.json_value(Key.TEST_SCALE),
             "score_threshold_in_graph": float(metadata.extra.get(Key.SCORE_THRESHOLD, 0)),
+            "max_detections_in_graph": self.graph_cap(),
             "providers": self.model.providers,
             "concurrency": self.settings.detect_concurrency,
         }
+
+    def graph_cap(self) -> int | None:
+        """The most detections the graph returns per image; older files: their NMS settings' ``detections_per_img``."""
+        metadata = self.model.metadata
+        if Key.MAX_DETECTIONS in metadata.extra:
+            return int(metadata.extra[Key.MAX_DETECTIONS])
+        return metadata.json_value(Key.NMS, {}).get("detections_per_img")
 
     @staticmethod
     def check(score_threshold: float, max_detections: int) -> None:
@@ -98,7 +108,8 @@ class Detector:
     def shape(
         self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, score_threshold: float, max_detections: int
     ) -> list[dict[str, Any]]:
-        """Detections at or above ``score_threshold``, best first, at most ``max_detections``."""
+        """Detections at or above ``score_threshold``, best first, at most ``max_detections`` (of the at most
+        ``graph_cap()`` the graph returned)."""
         order = [index for index in np.argsort(-scores, kind="stable") if scores[index] >= score_threshold]
         return [
             {

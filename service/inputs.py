@@ -103,4 +103,6 @@ class DetectInput(MultipartInput):
 
     image: Path = Field(description="the image file (JPEG, PNG, GIF, WebP, BMP or TIFF)")
     score_threshold: float = Field(0.5, description="drop detections scoring less, 0 to 1")
-    max_detections: int = Field(100, description="return at most this many detections, 1 to 1000")
+    max_detections: int = Field(
+        100, description="return at most this many detections, 1 to 1000 (the graph's own cap, in /info, also holds)"
+    )

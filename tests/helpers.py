@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -66,6 +67,23 @@ def tiny_png_declaring(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     rows = zlib.compress(b"\x00" * (1 + 3 * 64) * 4)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+UPLOAD_LIMIT = 3_000_000  # RESNET_LAB_MAX_UPLOAD_BYTES of the servers that get BAD_INPUTS
+# Uploads every endpoint must refuse with a JSON 4xx: name -> (make(files, photo) -> bytes, form fields, status);
+# ``files`` are real JPEG files, ``photo(index)`` a decoded real photo. /classify and /detect both get them.
+BAD_INPUTS = {
+    "random bytes": (lambda files, photo: os.urandom(5000), {}, 400),
+    "text file": (lambda files, photo: b"name,score\ncat,0.9\n" * 20, {}, 400),
+    "empty upload": (lambda files, photo: b"", {}, 400),
+    "truncated jpeg": (lambda files, photo: files[0].read_bytes()[:4000], {}, 400),
+    "over the size limit": (lambda files, photo: os.urandom(UPLOAD_LIMIT + 10), {}, 413),
+    "decompression bomb": (lambda files, photo: tiny_png_declaring(20000, 20000), {}, 413),
+    "top_k not a number": (lambda files, photo: encode(photo(), "PNG"), {"top_k": "five"}, 400),
+    "top_k zero": (lambda files, photo: encode(photo(), "PNG"), {"top_k": "0"}, 400),
+    "top_k negative": (lambda files, photo: encode(photo(), "PNG"), {"top_k": "-3"}, 400),
+    "top_k above the classes": (lambda files, photo: encode(photo(), "PNG"), {"top_k": "1001"}, 400),
+}
 
 
 # Sparse category ids on purpose: the detector must map them to labels 1..K and back.

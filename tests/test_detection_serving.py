@@ -6,6 +6,9 @@ from __future__ import annotations
 import copy
 import json
 import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -14,12 +17,17 @@ import onnx
 import pytest
 import torch
 from fuzz_requests import request as fuzz_request
-from helpers import SHAPE_CATEGORIES, encode
+from helpers import BAD_INPUTS, SHAPE_CATEGORIES, UPLOAD_LIMIT, encode
 from PIL import Image
 
 from detection import eval_coco
 from detection import export as detection_export
 from detection.checkpoint import load_detection_checkpoint
+from export.onnx_file import sha256_of
+from service import imaging
+from service.contract import DETECTION, Key
+from service.runtime import OnnxModel
+from service.settings import Settings
 
 SHAPES_AP_TOLERANCE = 0.005
 
@@ -38,8 +46,22 @@ def shapes_onnx(shapes_detector, tmp_path_factory, bentoml_home) -> dict:
 
 @pytest.fixture(scope="module")
 def shapes_server(serve, shapes_onnx):
-    with serve("", RESNET_LAB_DETECTOR=shapes_onnx["output"]) as client:
+    """The shapes detector named by its model-store tag (the COCO test below serves a file path)."""
+    tag = shapes_onnx["bento_model"]
+    with serve("", RESNET_LAB_DETECTOR=tag, RESNET_LAB_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT)) as client:
         yield client
+
+
+def detect(client: httpx.Client, data: bytes, name: str = "upload.bin", **form: str) -> httpx.Response:
+    return client.post("/detect", files={"image": (name, data, "application/octet-stream")}, data=form)
+
+
+def metric(text: str, name: str) -> float:
+    """One unlabelled series of the Prometheus text on /metrics (0 before its first observation)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_export_writes_one_verified_file_to_the_contract(shapes_onnx, shapes_detector, bentoml_home) -> None:
@@ -50,6 +72,7 @@ def test_export_writes_one_verified_file_to_the_contract(shapes_onnx, shapes_det
     ]
     assert json.loads(props["test_scale"]) == {"min_size": 64, "max_size": 64} and props["score_threshold"] == "0.05"
     assert json.loads(props["nms"])["detections_per_img"] == 100 and json.loads(props["recipe"])["arch"]
+    assert props[Key.MAX_DETECTIONS] == "100"  # the recipe's box_detections_per_img: what /info reports
     state = load_detection_checkpoint(shapes_detector / "checkpoints" / "last.pt")
     assert json.loads(props["metrics"])[-1]["test_AP50"] == pytest.approx(state["metrics"][-1]["test_AP50"])
     (graph_input,) = model.graph.input
@@ -58,6 +81,7 @@ def test_export_writes_one_verified_file_to_the_contract(shapes_onnx, shapes_det
     assert [output.name for output in model.graph.output] == ["boxes", "scores", "labels"]
     verified = shapes_onnx["verify"]  # ORT vs PyTorch on real COCO val images, before writing
     assert verified["images"] == 8 and verified["min_iou"] >= 0.99 and verified["max_score_diff"] <= 1e-3
+    assert verified["detections"] > 0  # real detections above 0.05 were compared, not two empty outputs
     assert shapes_onnx["bento_model"].startswith("resnet-detector:")
 
 
@@ -120,6 +144,74 @@ def test_detect_refuses_bad_input_with_a_json_4xx_and_keeps_serving(shapes_serve
     assert "resnet_lab_detections_total" in shapes_server.get("/metrics").text
 
 
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_the_classify_bad_input_corpus_is_a_json_4xx_on_detect(shapes_server, imagenet_files, case: str) -> None:
+    def photo(index: int = 0) -> Image.Image:
+        return imaging.load_rgb(imagenet_files[index])
+
+    make, form, status = BAD_INPUTS[case]  # top_k is no /detect field: refused as unexpected
+    response = detect(shapes_server, make(imagenet_files, photo), **form)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"]
+    assert detect(shapes_server, imagenet_files[1].read_bytes()).status_code == 200  # still serving
+
+
+def test_info_shows_the_detector_from_the_model_store(shapes_server, shapes_onnx, bentoml_home) -> None:
+    detector = shapes_server.get("/info").json()["detector"]
+    assert detector is not None and detector["model"].startswith("faster_rcnn_cifar_resnet20_c4")
+    served = Path(detector["model_path"])  # the tag resolved to the store's copy of the exported file
+    assert served.is_relative_to(bentoml_home) and sha256_of(served) == sha256_of(shapes_onnx["output"])
+    assert detector["max_detections_in_graph"] == 100 and detector["score_threshold_in_graph"] == 0.05
+    assert detector["num_categories"] == len(SHAPE_CATEGORIES) and detector["concurrency"] == 1
+
+
+def test_metrics_count_detections_and_their_latency(shapes_server, shapes_root) -> None:
+    before = shapes_server.get("/metrics").text
+    pictures = sorted((shapes_root / "val2017").glob("*.png"))[:4]
+    answers = [detect(shapes_server, path.read_bytes(), path.name, score_threshold="0").json() for path in pictures]
+    returned = sum(len(answer["detections"]) for answer in answers)
+    after = shapes_server.get("/metrics").text
+    assert returned > len(pictures)  # score threshold 0: more than one detection per picture
+    assert metric(after, "resnet_lab_detections_total") - metric(before, "resnet_lab_detections_total") == returned
+    count = "resnet_lab_detect_seconds_count"
+    assert metric(after, count) - metric(before, count) == len(pictures)  # one latency per answered request
+
+
+def test_overload_is_a_json_503_and_the_server_recovers(serve, shapes_onnx, data_dir) -> None:
+    # One detection slot and a latency budget of a quarter of the fastest detection measured here on these photos:
+    # of uploads released together, each one that reaches the slot behind another waits at least a whole detection
+    # for it, four budgets, so all but those that find the slot free must be refused. Decoding and uploading a
+    # photo takes a fraction of a detection, so the uploads reach the slot far closer together than one detection.
+    payloads = [path.read_bytes() for path in sorted((data_dir / "coco" / "val2017").glob("*.jpg"))[:16]]
+    model = OnnxModel.load(shapes_onnx["output"], Settings(), DETECTION)
+    seconds = []
+    for data in payloads:
+        pixels = imaging.to_chw(imaging.load_rgb(data))
+        started = time.perf_counter()
+        model.detect(pixels)
+        seconds.append(time.perf_counter() - started)
+    budget_ms = max(1, int(1000 * min(seconds) / 4))
+    env = {"RESNET_LAB_DETECT_CONCURRENCY": "1", "RESNET_LAB_MAX_LATENCY_MS": str(budget_ms)}
+    with serve("", RESNET_LAB_DETECTOR=shapes_onnx["output"], **env) as client:
+        assert detect(client, payloads[0]).status_code == 200  # warm: the first run is slower than the rest
+        barrier = threading.Barrier(len(payloads))
+
+        def burst(data: bytes) -> httpx.Response:
+            barrier.wait()
+            return detect(client, data)
+
+        with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+            responses = list(pool.map(burst, payloads))
+        statuses = [response.status_code for response in responses]
+        print(f"one detection >= {min(seconds) * 1000:.1f} ms, budget {budget_ms} ms: {statuses}")
+        assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}, statuses
+        for response in responses:
+            if response.status_code == 503:
+                assert set(response.json()) == {"error"} and f"max_latency_ms={budget_ms}" in response.json()["error"]
+        assert detect(client, payloads[1]).status_code == 200  # recovered: the slot is free again
+
+
 def test_without_a_detector_detect_is_a_503_that_says_how(serve, imagenet_files) -> None:
     with serve("") as client:
         response = client.post("/detect", files={"image": ("a.jpg", imagenet_files[0].read_bytes())})
@@ -153,9 +245,10 @@ def test_checkpoint_onnx_and_server_score_the_same_ap(
     served = evaluated(["--server", str(shapes_server.base_url)], shapes_root, tmp_path / "c")
     print(f"shapes AP: checkpoint {checkpoint['AP']:.4f}, onnx {onnx_file['AP']:.4f}, server {served['AP']:.4f}")
     assert checkpoint["AP50"] > 0.5
-    for key in ("AP", "AP50", "AP75"):
+    for key in ("AP", "AP50", "AP75"):  # all three pairs
         assert onnx_file[key] == pytest.approx(checkpoint[key], abs=SHAPES_AP_TOLERANCE), key
         assert served[key] == pytest.approx(checkpoint[key], abs=SHAPES_AP_TOLERANCE), key
+        assert served[key] == pytest.approx(onnx_file[key], abs=SHAPES_AP_TOLERANCE), key
 
 
 def test_real_coco_val_runs_through_all_three_paths(coco_detector, data_dir, serve, tmp_path, bentoml_home):
