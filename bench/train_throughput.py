@@ -4,6 +4,8 @@ Ours: CIFAR batches built as tensor ops on the device (training.cifar10), channe
 CUDA, opt-in torch.compile; ImageNet-style uint8 loader + on-device lighting and normalisation.
 Baseline: torchvision transforms on PIL images in a DataLoader (2 workers), NCHW fp32, no compile.
 Both run with ``torch.set_flush_denormal(True)`` on CPU so the comparison isolates the pipeline and layout.
+Two more columns say which side binds ours: our step alone on a batch already on the device, and our data path
+alone (the same loader, decode and on-device normalisation, no model: one fresh epoch, worker start included).
 
     python bench/train_throughput.py                # cifar_resnet20, cifar_resnet56, resnet50 (224x224)
     python bench/train_throughput.py --compile      # also ours with torch.compile (a minute of compiling each)
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -27,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from models import create_model
-from report.bench_file import Column, write_results
+from report.bench_file import BENCH_DIR, Column, write_results
 from training import cifar10, imagenet
 from training.steps import train_step
 
@@ -117,8 +120,11 @@ def ours_step(model: torch.nn.Module, batches: Iterator, device: torch.device, c
     return step
 
 
-def cifar_pipelines(batch: int, device: torch.device, count: int, workers: int) -> tuple[DataLoader, Iterator]:
-    """Baseline loader and our batches over the same synthetic 32x32 images."""
+Epoch = Callable[[int], Iterator]
+
+
+def cifar_pipelines(batch: int, device: torch.device, count: int, workers: int) -> tuple[DataLoader, Epoch]:
+    """Baseline loader and our epochs of batches over the same synthetic 32x32 images."""
     generator = np.random.default_rng(0)
     images = generator.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
     labels = generator.integers(0, 10, count)
@@ -129,18 +135,29 @@ def cifar_pipelines(batch: int, device: torch.device, count: int, workers: int) 
     split = cifar10.CifarSplit(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels))
     split = split.to(device)
     ours = cifar10.CifarTrainBatches(split, cifar10.mean_image(split), batch, seed=0, channels_last=True)
-    return loader, cycle(ours.epoch)
+    return loader, ours.epoch
 
 
-def imagenet_pipelines(batch: int, device: torch.device, folder: Path, workers: int) -> tuple[DataLoader, Iterator]:
-    """Baseline loader and our loader over the same synthetic JPEG class folders."""
+def synthetic_jpegs(folder: Path, batch: int, workers: int) -> None:
+    """Class folders of ``batch * 4`` distinct 300x400 JPEGs, hard-linked up to two batches per worker, so that
+    an epoch keeps every worker busy (links: the decode work is real, the disk and page cache hold one copy)."""
     generator = np.random.default_rng(0)
     wnids = imagenet.imagenet_classes()[0][:4]
-    for index in range(batch * 4):
+    distinct = batch * 4
+    for index in range(batch * max(4, 2 * workers)):
         class_dir = folder / "train" / wnids[index % 4]
         class_dir.mkdir(parents=True, exist_ok=True)
-        pixels = generator.integers(0, 256, (300, 400, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(class_dir / f"{index}.JPEG", quality=90)
+        path = class_dir / f"{index}.JPEG"
+        if index < distinct:
+            pixels = generator.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+        else:
+            os.link(folder / "train" / wnids[index % distinct % 4] / f"{index % distinct}.JPEG", path)
+
+
+def imagenet_pipelines(batch: int, device: torch.device, folder: Path, workers: int) -> tuple[DataLoader, Epoch]:
+    """Baseline loader and our epochs of batches over the same synthetic JPEG class folders."""
+    synthetic_jpegs(folder, batch, workers)
     transform = T.Compose(
         [
             T.RandomResizedCrop(224),
@@ -164,7 +181,17 @@ def imagenet_pipelines(batch: int, device: torch.device, folder: Path, workers: 
             images = imagenet.pca_lighting(images).sub_(mean).div_(std)
             yield images.contiguous(memory_format=torch.channels_last), labels.to(device, non_blocking=True)
 
-    return loader, cycle(epoch)
+    return loader, epoch
+
+
+def loader_only(epoch: Epoch, device: torch.device) -> float:
+    """Images/s of our data path alone: one fresh epoch of batches on the device, no model, worker start included."""
+    started, count = time.perf_counter(), 0
+    for images, _ in epoch(0):
+        count += images.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return count / (time.perf_counter() - started)
 
 
 COLUMNS = [
@@ -176,18 +203,22 @@ COLUMNS = [
     Column("ratio", "ours / baseline", ".2f", "x"),
     Column("compiled", "ours + --compile img/s", ".0f"),
     Column("step_only", "ours, step only (batch on device)", ".0f"),
+    Column("loader_only", "our data path only (no model)", ".0f"),
+    Column("bound", "ours bound by"),
 ]
 
 
 def measure(name: str, args: argparse.Namespace, device: torch.device, temp: Path) -> dict:
-    """One model's images/s: the baseline loop, ours (and compiled), our step alone, alternating in blocks."""
+    """One model's images/s: the baseline loop, ours (and compiled), our step alone, alternating in blocks; then our
+    data path alone."""
     cifar = name.startswith("cifar_")
     batch = args.cifar_batch if cifar else args.imagenet_batch
     steps = args.steps if cifar else max(args.rounds, args.steps // 4)
     if cifar:
-        loader, ours_batches = cifar_pipelines(batch, device, batch * 50, args.workers)
+        loader, ours_epoch = cifar_pipelines(batch, device, batch * 50, args.workers)
     else:
-        loader, ours_batches = imagenet_pipelines(batch, device, temp / name, args.workers)
+        loader, ours_epoch = imagenet_pipelines(batch, device, temp / name, args.workers)
+    ours_batches = cycle(ours_epoch)
     size = 32 if cifar else 224
     fixed = (
         torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last),
@@ -208,6 +239,8 @@ def measure(name: str, args: argparse.Namespace, device: torch.device, temp: Pat
     row = {"model": name, "input": "32x32" if cifar else "224x224 (synthetic JPEG)", "batch": batch}
     row |= {system: statistics.median(values) for system, values in rates.items()}
     row["ratio"] = row["ours"] / row["baseline"]
+    row["loader_only"] = loader_only(ours_epoch, device)
+    row["bound"] = "data path" if row["loader_only"] < row["step_only"] else "step"
     return row
 
 
@@ -225,6 +258,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="loader workers (baseline and our ImageNet loader)")
     parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile (opt-in in training)")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="folder for train_throughput_<device>.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -235,9 +269,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows = [measure(name, args, device, Path(temp)) for name in args.models]
     notes = (
         f"{device} ({torch.get_num_threads()} threads); median over timed steps, the systems alternating in "
-        f"{args.rounds} blocks; each step includes waiting for its batch"
+        f"{args.rounds} blocks; each step includes waiting for its batch; {args.workers} loader workers; data path "
+        "only: one fresh epoch of our loader"
     )
-    write_results(f"train_throughput_{device.type}", COLUMNS, rows, notes)
+    write_results(f"train_throughput_{device.type}", COLUMNS, rows, notes, directory=args.out)
     return rows
 
 

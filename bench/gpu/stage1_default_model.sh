@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Stage 1: default-model candidates, the paper's full CIFAR-10 recipe (64k iterations), resumable across runs.
-#   CANDIDATES: recipes trained one after another with --cuda-graph (GRAPH=0: eager) until TRAIN_DEADLINE seconds,
-#   each with the EXTRA options; runs found in $STAGE/runs continue where they stopped (RESUME=0 starts afresh).
+#   CANDIDATES: recipes trained one after another with --cuda-graph (GRAPH=0: eager), each with the EXTRA options;
+#   runs found in $STAGE/runs continue where they stopped (RESUME=0 starts afresh; checkpoints are atomic).
+#   TRAIN_DEADLINE: stop training that many seconds after the start, so that the archive step still runs within a
+#   job's time limit; the next run resumes from the archives.
 # Results in $OUT: stage1_default_model.log, logs.tgz (every run's metrics and logs), one full_<run>.tgz per
 # candidate (its folder with last.pt, to resume from: `tar xzf full_<run>.tgz -C .gpu`).
-# Afterwards, on any machine: python -m report.runrecord RUN --command "..."; python -m export.modelcard --record
+# Afterwards, on any machine: python -m report.runrecord RUN --command "..."; python -m report.modelcard --record
 # docs/runs/NAME --checkpoint RUN/checkpoints/last.pt; python -m report.reproduction; python -m report.readme.
 #
 #   STAGE=.gpu bash bench/gpu/stage1_default_model.sh
-#   DEVICE=cpu GRAPH=0 CANDIDATES=cifar10_resnet20 EXTRA="--max-train-samples 512 --max-eval-samples 200 --epochs 1" \
-#     TRAIN_DEADLINE=300 STAGE=.gpu bash bench/gpu/stage1_default_model.sh     # a dry run on a CPU
+#   PYTHON=.venv/bin/python DEVICE=cpu GRAPH=0 CANDIDATES=cifar10_resnet20 TRAIN_DEADLINE=300 STAGE=../shared \
+#     EXTRA="--max-train-samples 512 --max-eval-samples 200 --epochs 1" bash bench/gpu/stage1_default_model.sh
+#                                                                                       # a dry run on a CPU
 source "$(dirname "$0")/common.sh"
 CANDIDATES=${CANDIDATES:-"cifar10_resnet56 cifar10_resnet110"}
 EXTRA=${EXTRA:-}
