@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--requests", type=int, default=64, help="requests per served cell and round (default 64)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="int8-"))
-    default_int8, _ = int8_copy(Path(DEFAULT_MODEL), "512", 0.97)
+    default_int8, _ = int8_copy(Path(DEFAULT_MODEL), "512", 0.97, work)
     rows = [{"model": "default (cifar_resnet20)", "precision": precision, "error": cifar_error(path)}
             for precision, path in (("fp32", Path(DEFAULT_MODEL)), ("int8", default_int8))]  # fmt: skip
     photos = [path.read_bytes() for path in samples.imagenet_sample_files(64)]
     for name in args.models:
         _, fp32 = make_model(name, work)
-        int8, _ = int8_copy(fp32, "128", 0.5)  # random-init nets have near-tie logits: agreement is not the point
+        int8, _ = int8_copy(fp32, "128", 0.5, work)  # random-init nets have near-tie logits: agreement is not the point
         measured = speed({"fp32": fp32, "int8": int8}, photos, args, work)
         for precision in ("fp32", "int8"):
             rows.append({"model": name, "precision": precision, **measured[precision]})

@@ -7,6 +7,7 @@ TABLE1_GFLOPS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
 # ResNet-110 also reports mean 6.61 +- 0.16).
 TABLE6_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
 TABLE6_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
+TABLE6_RESNET110_MEAN_STD = (6.61, 0.16)
 
 # Tables 3-4: ImageNet val top-1 / top-5 error (%), 10-crop testing.
 TABLE3_10CROP = {

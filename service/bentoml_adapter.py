@@ -38,14 +38,19 @@ def batching_queue(
 
     An item the queue cannot answer within ``max_latency_ms`` gets ``overloaded()`` (which may raise) instead.
     """
-    dispatcher = CorkDispatcher(
+    return dispatcher(max_batch_size, max_latency_ms, overloaded)(run_batch)
+
+
+def dispatcher(max_batch_size: int, max_latency_ms: int, overloaded: Callable[[], Any]) -> CorkDispatcher:
+    """The ``CorkDispatcher`` behind ``batching_queue`` (call it with the batch function to get ``enqueue``)."""
+    cork = CorkDispatcher(
         max_latency_in_ms=max_latency_ms,
         max_batch_size=max_batch_size,
         fallback=overloaded,
         get_batch_size=lambda _: 1,  # one item per queued request
     )
-    dispatcher.optimizer = DispatchWhenFree(dispatcher.max_latency)
-    return dispatcher(run_batch)
+    cork.optimizer = DispatchWhenFree(cork.max_latency)
+    return cork
 
 
 class DispatchWhenFree(Optimizer):

@@ -1,14 +1,18 @@
-"""The reproduction report: real run records in, paper-vs-ours tables and curves out; nothing invented."""
+"""The reproduction report (real run records in, paper-vs-ours tables and curves out; nothing invented); provenance."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from report import modelcard, provenance, runrecord
 from report import reproduction as report
-from report import runrecord
+from service.contract import DEFAULT_MODEL, DEFAULT_MODEL_DIR
 
 
 def _fake_run(folder: Path, errors: list[tuple[float, float]]) -> Path:
@@ -41,7 +45,7 @@ def test_records_drive_the_report_and_missing_runs_stay_missing(tmp_path: Path) 
                 f"python -m training.train --recipe cifar10_{name} --epochs 2",
             ]
         )
-    out = report.main(["--out", str(tmp_path / "docs" / "REPRODUCTION.md"), "--runs-dir", str(runs)])
+    out = report.main(["--output", str(tmp_path / "docs" / "REPRODUCTION.md"), "--runs-dir", str(runs)])
     text = out.read_text()
     assert "| resnet50 | 50 | 25,557,032 |" in text  # Table 1 from the model code
     assert "| ResNet-20 | 0.27M | 0.270M | 8.75% | not made |" in text  # no run, no number
@@ -64,3 +68,44 @@ def test_committed_report_is_what_the_records_generate(tmp_path: Path) -> None:
     committed = (repo / "docs" / "REPRODUCTION.md").read_text()
     generated = out.read_text().replace((tmp_path / "docs").resolve().as_posix(), "docs")
     assert generated == committed, "docs/REPRODUCTION.md drifted: run `python -m report.reproduction`"
+
+
+def test_committed_model_card_is_what_its_record_and_model_generate() -> None:
+    # Every figure of the card comes from the run record and the ONNX metadata; a hand edit or a stale card fails.
+    repo = Path(__file__).resolve().parents[1]
+    committed = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+    record_dir = re.search(r"Run record: \[`([^`]+)`\]", committed).group(1)
+    record = json.loads((repo / record_dir / runrecord.RECORD_FILE).read_text())
+    generated = modelcard.model_card(modelcard.read_metadata(DEFAULT_MODEL), record, record_dir)
+    assert generated == committed, f"the model card drifted: run `python -m report.modelcard --record {record_dir}`"
+
+
+def test_provenance_keeps_the_module_form_and_writes_repo_paths_relative(monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    argv = ["/opt/venv/bin/python", "-m", "report.decode_check", "--cifar-dir", "/tmp/scratch/cifar",
+            "--out", str(repo / "docs" / "bench"), f"--checkpoint={repo / 'runs' / 'last.pt'}"]  # fmt: skip
+    monkeypatch.setattr(sys, "orig_argv", argv)
+    block = provenance.provenance()
+    assert block["command"] == (
+        "python -m report.decode_check --cifar-dir /tmp/scratch/cifar --out docs/bench --checkpoint=runs/last.pt"
+    )
+    assert block["gpu"] is None or block["gpu"]["devices"][0] in block["machine"]
+
+
+def test_dirty_ignores_benchmark_results_but_not_code(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)  # fmt: skip
+
+    (tmp_path / "docs" / "examples").mkdir(parents=True)
+    (tmp_path / "docs" / "examples" / "answer.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    (tmp_path / "docs" / "bench").mkdir()
+    (tmp_path / "docs" / "bench" / "serve.json").write_text("{}")  # a new result file
+    (tmp_path / "docs" / "examples" / "answer.json").write_text('{"new": 1}')  # a result file rewritten
+    assert not provenance.commit(tmp_path).endswith("+dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.commit(tmp_path).endswith("+dirty")

@@ -119,13 +119,17 @@ def test_the_server_answers_again_after_its_worker_is_killed_under_load(serve, c
         killed = _worker(client)
         stop = threading.Event()
 
+        spans: list[tuple[float, float]] = []  # (sent, finished) of every load request
+
         def load() -> None:  # requests in flight while the worker dies; their failures are expected
             with httpx.Client(base_url=str(client.base_url), timeout=15) as own:
                 while not stop.is_set():
+                    sent = time.monotonic()
                     try:
                         own.post("/classify", files={"image": ("a.jpg", random.choice(uploads))})
                     except httpx.HTTPError:
                         pass
+                    spans.append((sent, time.monotonic()))
 
         threads = [threading.Thread(target=load) for _ in range(4)]
         for thread in threads:
@@ -145,7 +149,8 @@ def test_the_server_answers_again_after_its_worker_is_killed_under_load(serve, c
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
-        assert answered is not None, "no answer within 30 s of killing the worker"
+        assert answered is not None and answered < 30, f"no answer within 30 s of killing the worker ({answered})"
+        assert any(sent < killed_at < finished for sent, finished in spans), "no request was in flight at the kill"
         print(f"answered again {answered:.1f} s after the worker was killed")
         assert _worker(client).pid != killed.pid
         assert json.loads(client.get("/info").text)["model"] == "cifar_resnet20"
