@@ -7,8 +7,10 @@ import io
 import json
 import os
 import struct
+import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -167,3 +169,15 @@ def encode(image: Image.Image, format: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=format, **options)
     return buffer.getvalue()
+
+
+def burst(send: Callable[[bytes], httpx.Response], payloads: Sequence[bytes]) -> list[httpx.Response]:
+    """Send every payload at once (one thread each, released together by a barrier); the responses in order."""
+    barrier = threading.Barrier(len(payloads))
+
+    def released(data: bytes) -> httpx.Response:
+        barrier.wait()
+        return send(data)
+
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        return list(pool.map(released, payloads))

@@ -10,7 +10,6 @@ import io
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import BAD_INPUTS, REPO_ROOT, UPLOAD_LIMIT, encode, image_batch
+from helpers import BAD_INPUTS, REPO_ROOT, UPLOAD_LIMIT, burst, encode, image_batch
 from PIL import Image
 
 from export import classifier as exporter
@@ -217,14 +216,7 @@ def test_overload_is_a_json_503_and_the_server_recovers(serve, cifar_export, cif
     with serve(cifar_export["output"], RESNET_LAB_MAX_LATENCY_MS="1") as client:
         warm = [classify(client, payloads[0]).status_code for _ in range(15)]
         assert 200 in warm, warm
-        barrier = threading.Barrier(len(payloads))
-
-        def burst(data: bytes) -> httpx.Response:
-            barrier.wait()
-            return classify(client, data)
-
-        with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
-            responses = list(pool.map(burst, payloads))
+        responses = burst(lambda data: classify(client, data), payloads)
         statuses = [response.status_code for response in responses]
         assert 503 in statuses and set(statuses) <= {200, 503}, statuses
         for response in responses:
