@@ -48,7 +48,6 @@ def metadata_for(state: dict[str, Any], path: str | os.PathLike, score_threshold
         Key.TEST_SCALE: json.dumps(sizes),
         Key.SCORE_THRESHOLD: str(score_threshold),
         Key.NMS: json.dumps(nms),
-        Key.MAX_DETECTIONS: str(recipe.box_detections_per_img),
         Key.RECIPE: json.dumps(recipe.to_dict()),
         Key.METRICS: json.dumps(to_jsonable(state.get("metrics") or [])),
     }

@@ -39,7 +39,6 @@ class Key:
     TEST_SCALE = "test_scale"  # detection: JSON {"min_size", "max_size"}, the shorter side the graph resizes to
     SCORE_THRESHOLD = "score_threshold"  # detection: the graph drops detections scoring less
     NMS = "nms"  # detection: JSON of the NMS settings baked into the graph
-    MAX_DETECTIONS = "max_detections"  # detection: the most detections the graph returns per image
     RECIPE = "recipe"  # JSON: the training recipe
     METRICS = "metrics"  # JSON: what the source checkpoint measured
     SOURCE_SHA256 = "source_sha256"  # hash of the checkpoint or weights file exported

@@ -4,7 +4,7 @@ Detection images differ in size, so requests are not merged into batches: each d
 uses every core). At most ``RESNET_LAB_DETECT_CONCURRENCY`` run at once; the others wait, and one that cannot start
 within ``RESNET_LAB_MAX_LATENCY_MS`` is answered with a JSON 503. An answer holds at most
 ``min(max_detections, the graph's own cap)`` detections: the graph keeps the recipe's ``box_detections_per_img``
-(``Key.MAX_DETECTIONS`` in its metadata, ``max_detections_in_graph`` in ``/info``).
+(``detections_per_img`` of ``Key.NMS`` in its metadata, ``max_detections_in_graph`` in ``/info``).
 """
 
 from __future__ import annotations
@@ -64,11 +64,8 @@ class Detector:
         }
 
     def graph_cap(self) -> int | None:
-        """The most detections the graph returns per image; older files: their NMS settings' ``detections_per_img``."""
-        metadata = self.model.metadata
-        if Key.MAX_DETECTIONS in metadata.extra:
-            return int(metadata.extra[Key.MAX_DETECTIONS])
-        return metadata.json_value(Key.NMS, {}).get("detections_per_img")
+        """The most detections the graph returns per image: ``detections_per_img`` of its NMS settings."""
+        return self.model.metadata.json_value(Key.NMS, {}).get("detections_per_img")
 
     @staticmethod
     def check(score_threshold: float, max_detections: int) -> None:
