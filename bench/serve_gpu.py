@@ -9,7 +9,7 @@ the run (ORT lists CUDA as available even where no GPU works). After each concur
 that does not fill its batches from a slow provider. Writes ``serve_gpu.json`` and ``detect_gpu.json``
 (docs/bench format).
 
-    RESNET_LAB_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider python bench/serve_gpu.py --out OUT
+    RESNET_LAB_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider python bench/serve_gpu.py --output-dir OUT
 """
 
 from __future__ import annotations
@@ -143,9 +143,9 @@ def served(onnx_path: Path, detector: Path, args: argparse.Namespace, work: Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Measure and write the two tables into ``--out``."""
+    """Measure and write the two tables into ``--output-dir``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the results files")
+    parser.add_argument("--output-dir", type=Path, required=True, help="folder for the results files")
     parser.add_argument(
         "--batches", type=int, nargs="+", default=[1, 8, 32, 64], help="raw ORT batch sizes (default 1 8 32 64)"
     )
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     _, detector = random_detector("coco_resnet50_c4", {"min_size": 800, "max_size": 1333}, work)
     classify, detect = served(onnx_path, detector, args, work)
     notes = "ResNet-50, random init; real ImageNet photos uploaded by an aiohttp client on the same machine"
-    write_results("serve_gpu", COLUMNS, rows + classify, notes, directory=args.out)
-    write_results("detect_gpu", COLUMNS, detect, "R50-C4 at 800/1333, random init", directory=args.out)
+    write_results("serve_gpu", COLUMNS, rows + classify, notes, directory=args.output_dir)
+    write_results("detect_gpu", COLUMNS, detect, "R50-C4 at 800/1333, random init", directory=args.output_dir)
 
 
 if __name__ == "__main__":

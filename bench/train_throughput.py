@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="loader workers (baseline and our ImageNet loader)")
     parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile (opt-in in training)")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="folder for train_throughput_<device>.json")
+    parser.add_argument("--output-dir", type=Path, default=BENCH_DIR, help="folder for train_throughput_<device>.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{args.rounds} blocks; each step includes waiting for its batch; {args.workers} loader workers; data path "
         "only: one fresh epoch of our loader"
     )
-    write_results(f"train_throughput_{device.type}", COLUMNS, rows, notes, directory=args.out)
+    write_results(f"train_throughput_{device.type}", COLUMNS, rows, notes, directory=args.output_dir)
     return rows
 
 

@@ -46,7 +46,7 @@ ort.__version__, ort.get_device(), 'available:', ort.get_available_providers())"
 echo "== serving benchmarks, RESNET_LAB_PROVIDERS=$providers ($SECONDS s)"
 read -r -a batches <<<"$BATCHES"
 read -r -a concurrency <<<"$CONCURRENCY"
-RESNET_LAB_PROVIDERS=$providers "$VENV/bin/python" bench/serve_gpu.py --out "$OUT" --batches "${batches[@]}" \
+RESNET_LAB_PROVIDERS=$providers "$VENV/bin/python" bench/serve_gpu.py --output-dir "$OUT" --batches "${batches[@]}" \
   --concurrency "${concurrency[@]}" --requests "$REQUESTS" --seconds "$SECONDS_PER_BATCH" \
   --detect-images "$DETECT_IMAGES"
 status=$?
