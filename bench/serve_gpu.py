@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import tempfile
 import time
@@ -26,6 +25,7 @@ import httpx
 import numpy as np
 from detect_speed import random_detector
 from http_load import drive, load
+from prometheus_client.parser import text_string_to_metric_families
 from serve_load import make_model, upload_kinds
 
 from export import samples
@@ -84,14 +84,11 @@ def raw_ort(onnx_path: Path, batches: list[int], settings: Settings, seconds: fl
 def batch_histogram(metrics: str, endpoint: str = "classify") -> dict[str, float]:
     """Cumulative bucket counts (``le`` -> calls), ``sum`` and ``count`` of the batch-size histogram."""
     found: dict[str, float] = {}
-    for line in metrics.splitlines():
-        match = re.match(rf"{HISTOGRAM}_(bucket|sum|count)\{{(.*)\}} (\S+)$", line)
-        if not match:
-            continue
-        kind, labels, value = match.groups()
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        if labels.get("endpoint") == endpoint:
-            found[labels["le"] if kind == "bucket" else kind] = float(value)
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            kind = sample.name.removeprefix(HISTOGRAM + "_")
+            if kind in ("bucket", "sum", "count") and sample.labels.get("endpoint") == endpoint:
+                found[sample.labels["le"] if kind == "bucket" else kind] = sample.value
     return found
 
 

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import imaging
 from service.local_server import BIN, REPO_ROOT, bentoml_serve
@@ -181,3 +182,12 @@ def burst(send: Callable[[bytes], httpx.Response], payloads: Sequence[bytes]) ->
 
     with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
         return list(pool.map(released, payloads))
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of ``/metrics`` (Prometheus text) whose labels include ``labels``; 0 before its first observation."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return sample.value
+    return 0.0

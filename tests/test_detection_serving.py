@@ -15,7 +15,7 @@ import onnx
 import pytest
 import torch
 from fuzz_requests import request as fuzz_request
-from helpers import BAD_INPUTS, SHAPE_CATEGORIES, UPLOAD_LIMIT, burst, encode
+from helpers import BAD_INPUTS, SHAPE_CATEGORIES, UPLOAD_LIMIT, burst, encode, metric
 from PIL import Image
 
 from detection import eval_coco
@@ -52,14 +52,6 @@ def shapes_server(serve, shapes_onnx):
 
 def detect(client: httpx.Client, data: bytes, name: str = "upload.bin", **form: str) -> httpx.Response:
     return client.post("/detect", files={"image": (name, data, "application/octet-stream")}, data=form)
-
-
-def metric(text: str, name: str) -> float:
-    """One unlabelled series of the Prometheus text on /metrics (0 before its first observation)."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_export_writes_one_verified_file_to_the_contract(shapes_onnx, shapes_detector, bentoml_home) -> None:

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import BAD_INPUTS, REPO_ROOT, UPLOAD_LIMIT, burst, encode, image_batch
+from helpers import BAD_INPUTS, REPO_ROOT, UPLOAD_LIMIT, burst, encode, image_batch, metric
 from PIL import Image
 
 from export import classifier as exporter
@@ -183,14 +183,6 @@ def test_parity_with_pytorch_on_cifar_test_images(cifar_server, cifar_files, cif
     assert info["model"] == "cifar_resnet20" and info["decode"] == "exact"  # 32 px inputs: the exact path
 
 
-def _histogram(metrics: str, name: str) -> float:
-    """The ``classify`` series of one Prometheus histogram statistic (``_sum`` or ``_count``)."""
-    for line in metrics.splitlines():
-        if line.startswith(name) and 'endpoint="classify"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_concurrent_requests_go_through_the_batching_queue(cifar_server: httpx.Client, cifar_files) -> None:
     # Whether requests merge depends on timing; that the queue merges is tested in-process
     # (tests/test_service_parts.py). Here: every request passes through it and is counted, whatever the batching.
@@ -203,8 +195,8 @@ def test_concurrent_requests_go_through_the_batching_queue(cifar_server: httpx.C
     assert batches["images"] - before == len(payloads)
     assert sum(int(size) * count for size, count in batches["sizes"].items()) == batches["images"]
     metrics = cifar_server.get("/metrics").text  # the histogram on /metrics agrees with /info
-    assert _histogram(metrics, "resnet_lab_batch_size_sum") == batches["images"]
-    assert _histogram(metrics, "resnet_lab_batch_size_count") == batches["count"]
+    assert metric(metrics, "resnet_lab_batch_size_sum", endpoint="classify") == batches["images"]
+    assert metric(metrics, "resnet_lab_batch_size_count", endpoint="classify") == batches["count"]
 
 
 def test_overload_is_a_json_503_and_the_server_recovers(serve, cifar_export, cifar_files) -> None:
