@@ -6,7 +6,6 @@ Every file a benchmark or a run record writes carries this block, so README and 
 from __future__ import annotations
 
 import datetime
-import glob
 import importlib.util
 import os
 import platform
@@ -52,9 +51,11 @@ def commit(root: Path = REPO_ROOT) -> str:
 def gpu() -> dict[str, Any] | None:
     """The CUDA devices torch sees, its CUDA version and the driver; None without a usable GPU or without torch.
 
-    torch is imported only where an NVIDIA device node exists, so GPU-less machines pay nothing for it.
+    torch is imported only where the service would find a usable GPU, so GPU-less machines pay nothing for it.
     """
-    if not glob.glob("/dev/nvidia[0-9]*") or importlib.util.find_spec("torch") is None:
+    from service.runtime import gpu_present
+
+    if not gpu_present() or importlib.util.find_spec("torch") is None:
         return None
     try:
         import torch
