@@ -6,8 +6,8 @@ Eager and ORT alternate image by image; latencies are medians over the images af
 real ``bentoml serve`` of this repository with ``RESNET_LAB_DETECTOR`` set to the exported file, driven over HTTP
 with the JPEG files as uploads. Writes ``docs/bench/detect_speed.json``.
 
-    .venv/bin/python bench/detect_speed.py                       # C4 and FPN at the recipes' 800/1333, 5 images
-    .venv/bin/python bench/detect_speed.py --min-size 512 --max-size 853 --images 3
+    .venv/bin/python -m bench.detect_speed                       # C4 and FPN at the recipes' 800/1333, 5 images
+    .venv/bin/python -m bench.detect_speed --min-size 512 --max-size 853 --images 3
 """
 
 from __future__ import annotations
@@ -21,22 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from http_load import drive
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
+from bench.http_load import drive
 from detection.checkpoint import FORMAT
-from detection.export import SCORE_THRESHOLD, metadata_for
 from detection.model import build_detector, fresh_backbone, set_test_size
-from detection.onnx_graph import export_detector_onnx, onnx_ready
 from detection.recipes import get_recipe
-from export import samples
+from export.detector import SCORE_THRESHOLD, metadata_for
+from export.detector_graph import export_detector_onnx, onnx_ready
 from export.onnx_file import with_metadata, write_model
 from report.bench_file import Column, write_results
 from service import imaging
 from service.contract import DETECTION
-from service.local_server import bentoml_serve
 from service.runtime import OnnxModel
 from service.settings import Settings
+from tests.server import bentoml_serve
+from training import data_folder
 from training.checkpoint import save_checkpoint
 
 COCO_IDS = list(range(1, 81))  # 80 categories; random weights, so which ids does not matter
@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="service concurrencies (1 4)")
     args = parser.parse_args(argv)
     torch.set_flush_denormal(True)
-    files = samples.coco_val_files(args.images)
+    files = data_folder.coco_val_files(args.images)
     if not files:
-        raise SystemExit(f"no COCO val2017 images under {samples.shared_data_dir()}; set RESNET_LAB_DATA")
+        raise SystemExit(f"no COCO val2017 images under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA")
     work = Path(tempfile.mkdtemp(prefix="detect-speed-"))
     rows = [row for recipe in args.recipes for row in measure(recipe, args, files, work)]
     reference = get_recipe(args.recipes[0])

@@ -8,7 +8,7 @@
 
 Writes ``docs/bench/int8.json``.
 
-    .venv/bin/python bench/int8.py
+    .venv/bin/python -m bench.int8
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from http_load import load
 from serve_load import int8_copy, make_model, raw_ort
 
-from export import samples
+from bench.http_load import load
 from report.bench_file import Column, write_results
 from service import imaging
-from service.local_server import bentoml_serve
 from service.runtime import DEFAULT_MODEL, OnnxModel
 from service.settings import Settings
+from tests.server import bentoml_serve
+from training import data_folder
 
 COLUMNS = [
     Column("model", "model"),
@@ -44,7 +44,7 @@ def cifar_error(model: Path) -> float:
     """Top-1 error (%) on all 10,000 CIFAR-10 test images, read from the shared archive."""
     session = OnnxModel.load(model, Settings(providers="CPUExecutionProvider"))
     labels = session.metadata.labels
-    images = samples.cifar_jpegs(10_000)
+    images = data_folder.cifar_jpegs(10_000)
     pixels = np.stack([imaging.preprocess(data, 32, 32) for data, _ in images])
     truth = np.array([labels.index(label) for _, label in images])
     top1 = np.concatenate([session.logits(pixels[i : i + 1000]).argmax(1) for i in range(0, len(pixels), 1000)])
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     default_int8, _ = int8_copy(Path(DEFAULT_MODEL), "512", 0.97, work)
     rows = [{"model": "default (cifar_resnet20)", "precision": precision, "error": cifar_error(path)}
             for precision, path in (("fp32", Path(DEFAULT_MODEL)), ("int8", default_int8))]  # fmt: skip
-    photos = [path.read_bytes() for path in samples.imagenet_sample_files(64)]
+    photos = [path.read_bytes() for path in data_folder.imagenet_sample_files(64)]
     for name in args.models:
         _, fp32 = make_model(name, work)
         int8, _ = int8_copy(fp32, "128", 0.5, work)  # random-init nets have near-tie logits: agreement is not the point

@@ -1,9 +1,9 @@
 """The serving stack for a machine without network: download wheels here, split large ones, reassemble them there.
 
-    python bench/offline_wheels.py download .gpu/wheels          # here: wheels for CPython 3.12, manylinux x86_64
-    python bench/offline_wheels.py split .gpu/wheels --mib 60    # files over 60 MiB become .partNN pieces
-    python bench/offline_wheels.py groups .gpu/wheels --mib 60   # the folder's files in groups of at most 60 MiB
-    python bench/offline_wheels.py join .gpu/wheels              # there: reassemble the pieces (sizes, SHA-256)
+    python -m bench.offline_wheels download .gpu/wheels          # here: wheels for CPython 3.12, manylinux x86_64
+    python -m bench.offline_wheels split .gpu/wheels --mib 60    # files over 60 MiB become .partNN pieces
+    python -m bench.offline_wheels groups .gpu/wheels --mib 60   # the folder's files in groups of at most 60 MiB
+    python -m bench.offline_wheels join .gpu/wheels              # there: reassemble the pieces (sizes, SHA-256)
     pip install --no-index --find-links .gpu/wheels onnxruntime-gpu bentoml ...   # there: install from the folder
 
 For a machine without network: copy the folder over (each file at most ``--mib`` MiB after ``split``; ``groups``

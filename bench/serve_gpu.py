@@ -9,7 +9,7 @@ the run (ORT lists CUDA as available even where no GPU works). After each concur
 that does not fill its batches from a slow provider. Writes ``serve_gpu.json`` and ``detect_gpu.json``
 (docs/bench format).
 
-    RESNET_LAB_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider python bench/serve_gpu.py --output-dir OUT
+    RESNET_LAB_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider python -m bench.serve_gpu --output-dir OUT
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 from detect_speed import random_detector
-from http_load import drive, load
 from prometheus_client.parser import text_string_to_metric_families
 from serve_load import make_model, upload_kinds
 
-from export import samples
+from bench.http_load import drive, load
 from report.bench_file import Column, write_results
-from service.local_server import LocalServer, bentoml_serve
 from service.runtime import OnnxModel, choose_providers
 from service.settings import Settings
+from tests.server import LocalServer, bentoml_serve
+from training import data_folder
 
 COLUMNS = [
     Column("system", "system"),
@@ -132,7 +132,7 @@ def served(onnx_path: Path, detector: Path, args: argparse.Namespace, work: Path
         require_provider(info["providers"], wanted, "the service's classifier")
         require_provider(info["detector"]["providers"], wanted, "the service's detector")
         classify = classify_levels(server, photos, args, info["providers"])
-        files = [path.read_bytes() for path in samples.coco_val_files(args.detect_images)]
+        files = [path.read_bytes() for path in data_folder.coco_val_files(args.detect_images)]
         files = files or photos[: args.detect_images]
         latencies, wall = asyncio.run(drive(server.url, "/detect", files, 1, len(files)))
         detect = [row("/detect (R50-C4)", 1, len(latencies) / wall, latencies, info["detector"]["providers"])]

@@ -18,9 +18,9 @@ Raw ORT is the session alone on decoded batches of size c: the most any server c
 Every (system, cell) runs ``--rounds`` times, systems interleaved; the table shows medians (the machine is shared).
 The load generator runs on the same cores. Writes ``docs/bench/serve_load.json``.
 
-    .venv/bin/python bench/serve_load.py                      # resnet50 + resnet18: every upload kind at c=8,
+    .venv/bin/python -m bench.serve_load                      # resnet50 + resnet18: every upload kind at c=8,
                                                               # ImageNet-sized photos also at c=1 and c=32
-    .venv/bin/python bench/serve_load.py --models resnet18 --requests 32 --rounds 1     # a quick look
+    .venv/bin/python -m bench.serve_load --models resnet18 --requests 32 --rounds 1     # a quick look
 """
 
 from __future__ import annotations
@@ -34,16 +34,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from http_load import load
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from export import samples
+from bench import uploads
+from bench.http_load import load
 from report.bench_file import Column, write_results
-from service.local_server import LocalServer, bentoml_serve
+from tests.server import LocalServer, bentoml_serve
+from training import data_folder
 
 KINDS = ("imagenet", "phone", "png", "mix")
 COLUMNS = [
@@ -66,11 +67,11 @@ def upload_kinds(count: int) -> dict[str, list[bytes]]:
     """The request bodies of each kind, made from the shared real photos."""
     from service import imaging
 
-    files = samples.imagenet_sample_files(count)
+    files = data_folder.imagenet_sample_files(count)
     if not files:
-        raise SystemExit(f"no ImageNet samples under {samples.shared_data_dir()}; set RESNET_LAB_DATA")
+        raise SystemExit(f"no ImageNet samples under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA")
     imagenet = [path.read_bytes() for path in files]
-    phone = [samples.phone_photo(path, orientation=6 if index % 2 else 1) for index, path in enumerate(files[:16])]
+    phone = [uploads.phone_photo(path, orientation=6 if index % 2 else 1) for index, path in enumerate(files[:16])]
     png = []
     for path in files:
         image = imaging.load_rgb(path)

@@ -7,8 +7,8 @@ open, it reads the worker's RSS (anonymous and file-backed parts), open fds and 
 ``docs/bench/soak_rss.json``. Exit status 1 when RSS after the last segment exceeds RSS after the first (the
 warm-up: lazy imports, ORT arenas, thread pools) by more than ``--tolerance``; 2 when requests failed.
 
-    .venv/bin/python bench/soak_rss.py                               # 10 x 1,000 requests, 16 clients
-    .venv/bin/python bench/soak_rss.py --env MALLOC_ARENA_MAX=2      # extra environment for the server
+    .venv/bin/python -m bench.soak_rss                               # 10 x 1,000 requests, 16 clients
+    .venv/bin/python -m bench.soak_rss --env MALLOC_ARENA_MAX=2      # extra environment for the server
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from export import samples
 from report.bench_file import Column, write_results
-from service.local_server import LocalServer, bentoml_serve
+from tests.server import LocalServer, bentoml_serve
+from training import data_folder
 
 COLUMNS = [
     Column("requests", "requests", ","),
@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         "BENTOML_HOME": str(work / "bentoml"),
         **dict(e.split("=", 1) for e in args.env),
     }
-    images = [path.read_bytes() for path in samples.imagenet_sample_files(args.photos)]
+    images = [path.read_bytes() for path in data_folder.imagenet_sample_files(args.photos)]
     if not images:
-        raise SystemExit(f"no ImageNet samples under {samples.shared_data_dir()}; set RESNET_LAB_DATA")
+        raise SystemExit(f"no ImageNet samples under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA")
     with bentoml_serve(env, work / "server.log") as server:
         worker = find_worker(server)
         print(f"worker pid {worker.pid}: {args.requests:,} requests, {args.concurrency} clients", flush=True)

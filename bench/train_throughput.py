@@ -7,8 +7,8 @@ Both run with ``torch.set_flush_denormal(True)`` on CPU so the comparison isolat
 Two more columns say which side binds ours: our step alone on a batch already on the device, and our data path
 alone (the same loader, decode and on-device normalisation, no model: one fresh epoch, worker start included).
 
-    python bench/train_throughput.py                # cifar_resnet20, cifar_resnet56, resnet50 (224x224)
-    python bench/train_throughput.py --compile      # also ours with torch.compile (a minute of compiling each)
+    python -m bench.train_throughput                # cifar_resnet20, cifar_resnet56, resnet50 (224x224)
+    python -m bench.train_throughput --compile      # also ours with torch.compile (a minute of compiling each)
 """
 
 from __future__ import annotations

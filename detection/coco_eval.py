@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import atomic_write_text
+from training.atomic import atomic_write_text
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("pycocotools", "faster-coco-eval")

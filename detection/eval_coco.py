@@ -23,7 +23,7 @@ from detection.inference import detect
 from detection.model import set_test_size
 from detection.served import EVAL_SCORE_THRESHOLD, detect_onnx, detect_server
 from training import cli, distributed
-from training.checkpoint import atomic_write_text
+from training.atomic import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="detection checkpoint written by detection.train (PyTorch)")
-    source.add_argument("--onnx", type=Path, help="detector exported by detection.export (ONNX Runtime)")
+    source.add_argument("--onnx", type=Path, help="detector exported by `python -m export` (ONNX Runtime)")
     source.add_argument("--server", help="URL of a running service: every image goes to its POST /detect")
     source.add_argument("--results-json", help="evaluate this COCO results file instead of running a model")
     cli.add_coco_root_argument(parser)

@@ -39,11 +39,10 @@ from service.contract import (
     Key,
     ModelMetadata,
 )
-from training import cli, imagenet
+from training import cli, data_folder, imagenet
 from training.checkpoint import read_torch_state
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
 
-from . import samples
 from .int8 import add_arguments as add_int8_arguments
 from .int8 import quantized_and_verified
 from .onnx_file import register_in_store, sha256_of, to_jsonable, with_metadata, write_model
@@ -141,20 +140,20 @@ def spec_from_torchvision(path: str | os.PathLike, arch: str, classes_file: str 
 def verification_images(spec: ExportSpec, verify_dir: str | os.PathLike | None, count: int) -> list[Image.Image]:
     """Real RGB images to compare the runtimes on: --verify-images, else shared ImageNet or CIFAR-10 samples."""
     if verify_dir is not None:
-        files = samples.image_files(verify_dir, count)
+        files = data_folder.image_files(verify_dir, count)
         if not files:
             raise SystemExit(f"no images (*.jpg, *.png, ...) under --verify-images {verify_dir}")
         return [imaging.load_rgb(path) for path in files]
     sources: list[Any] = []
     if len(spec.labels) == 1000 or spec.crop_size > 64:
-        sources = samples.imagenet_sample_files(count)
+        sources = data_folder.imagenet_sample_files(count)
     if not sources:
-        sources = [data for data, _ in samples.cifar_jpegs(count)]
+        sources = [data for data, _ in data_folder.cifar_jpegs(count)]
     if not sources:
-        sources = samples.imagenet_sample_files(count)
+        sources = data_folder.imagenet_sample_files(count)
     if not sources:
         raise SystemExit(
-            f"no real images to verify the export with under {samples.shared_data_dir()}; set RESNET_LAB_DATA to "
+            f"no real images to verify the export with under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA to "
             "the shared/data folder or pass --verify-images DIR"
         )
     return [imaging.load_rgb(source) for source in sources]

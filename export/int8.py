@@ -25,9 +25,8 @@ import numpy as np
 
 from service import imaging
 from service.contract import CLASSIFICATION, INPUT_NAMES, INT8, OUTPUT_NAMES, Key, ModelMetadata
-from training import cli
+from training import cli, data_folder
 
-from . import samples
 from .onnx_file import write_model
 
 OP_TYPES = ["Conv", "Gemm", "MatMul", "Relu", "Add"]  # Relu folds into the Conv's output range; Add -> QLinearAdd
@@ -166,24 +165,25 @@ def image_sets(metadata: ModelMetadata, calibration: str, verify_dir: str | None
     of the verification).
     """
     cifar = len(metadata.labels) == 10 and metadata.crop_size <= 64
-    photos = samples.imagenet_sample_files()
+    photos = data_folder.imagenet_sample_files()
     if calibration.isdigit():
         count = int(calibration)
         if cifar:
-            sources, described = [data for data, _ in samples.cifar_jpegs(count, split="train")], "CIFAR-10 training"
+            sources = [data for data, _ in data_folder.cifar_jpegs(count, split="train")]
+            described = "CIFAR-10 training"
         else:
             sources, photos = photos[:count], photos[count:]
             described = "shared ImageNet photos (none of them verified on)"
         described = f"{len(sources)} {described} images"
     else:
-        sources = samples.image_files(calibration)
+        sources = data_folder.image_files(calibration)
         described = f"{len(sources)} images from {Path(calibration).name}/"
     if not sources:
         raise SystemExit(f"no calibration images from --calibration-images {calibration}")
     if verify_dir:
-        checks = samples.image_files(verify_dir, verify_count)
+        checks = data_folder.image_files(verify_dir, verify_count)
     elif cifar:
-        checks = [data for data, _ in samples.cifar_jpegs(verify_count)]
+        checks = [data for data, _ in data_folder.cifar_jpegs(verify_count)]
     else:
         checks = photos[:verify_count]
     return _preprocessed(sources, metadata), described, _preprocessed(checks, metadata)

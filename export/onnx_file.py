@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from service.contract import BENTO_MODEL_NAMES, ONNX_FILE_NAME, PRODUCER, ModelMetadata
-from training.checkpoint import atomic_write
+from training.atomic import atomic_write
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -23,7 +23,7 @@ from models import model_info
 from models.paper import TABLE6_ERROR
 from service.contract import DEFAULT_MODEL_DIR, ONNX_FILE_NAME, Key, ModelMetadata
 from training import cli
-from training.checkpoint import atomic_write_text
+from training.atomic import atomic_write_text
 from training.cifar10 import DATA_CAVEAT
 from training.plot import plot_runs
 

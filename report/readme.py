@@ -12,7 +12,7 @@ import re
 
 from service.settings import markdown_table
 from training import cli
-from training.checkpoint import atomic_write_text
+from training.atomic import atomic_write_text
 
 from .bench_file import render
 from .provenance import REPO_ROOT

@@ -21,7 +21,7 @@ from models.paper import (
 )
 from models.summary import summarize
 from training import cli
-from training.checkpoint import atomic_write_text
+from training.atomic import atomic_write_text
 from training.cifar10 import DATA_CAVEAT
 from training.plot import plot_runs
 

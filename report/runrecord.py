@@ -14,7 +14,7 @@ from typing import Any
 
 from report.provenance import provenance
 from training import cli
-from training.checkpoint import atomic_write_text
+from training.atomic import atomic_write_text
 from training.classifier import load_classifier_checkpoint
 from training.recipes import get_recipe
 from training.run_folder import METRICS_FILE, TRAIN_LOG_FILE, RunFolder, read_rows

@@ -92,14 +92,14 @@ class MultipartInput(bentoml.IODescriptor):
 
 
 class ClassifyInput(MultipartInput):
-    """Classify one uploaded image."""  # mirrors ResNetClassifier.classify(image, top_k): keep them in step
+    """Classify one uploaded image."""  # mirrors VisionService.classify(image, top_k): keep them in step
 
     image: Path = Field(description="the image file (JPEG, PNG, GIF, WebP, BMP or TIFF)")
     top_k: int = Field(5, description="how many classes to return, 1 to the number of labels")
 
 
 class DetectInput(MultipartInput):
-    """Detect objects in one uploaded image."""  # mirrors ResNetClassifier.detect(...): keep them in step
+    """Detect objects in one uploaded image."""  # mirrors VisionService.detect(...): keep them in step
 
     image: Path = Field(description="the image file (JPEG, PNG, GIF, WebP, BMP or TIFF)")
     score_threshold: float = Field(0.5, description="drop detections scoring less, 0 to 1")

@@ -36,7 +36,7 @@ VARIABLES = {CLASSIFICATION: env_name("model"), DETECTION: env_name("detector")}
 HOW_TO_GET = {
     CLASSIFICATION: "export one with `python -m export --checkpoint FILE --output model.onnx` and start with "
     f"{VARIABLES[CLASSIFICATION]}=model.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[CLASSIFICATION]}:latest)",
-    DETECTION: "export one with `python -m detection.export --checkpoint FILE --output detector.onnx` and start with "
+    DETECTION: "export one with `python -m export --checkpoint FILE --output detector.onnx` and start with "
     f"{VARIABLES[DETECTION]}=detector.onnx (or a model-store tag such as {BENTO_MODEL_NAMES[DETECTION]}:latest)",
 }
 

@@ -43,7 +43,7 @@ except ModelNotFound as missing:
 imaging.set_pixel_limit(SETTINGS.max_image_pixels)
 cancel_request_timers()  # else BentoML's request timeout timer keeps each answered request in memory for 120 s
 
-_current: ResNetClassifier | None = None
+_current: VisionService | None = None
 BATCH_SIZE_HISTOGRAM = bentoml.metrics.Histogram(
     name="resnet_lab_batch_size",
     documentation="Images per ONNX Runtime call (adaptive batching)",
@@ -67,11 +67,11 @@ def error(status: int, message: str) -> JSONResponse:
 
 @bentoml.asgi_app(web_app(lambda: _current.describe() if _current is not None else None), path="/")
 @bentoml.service(
-    name="resnet_classifier",
+    name="resnet_lab",
     workers=1,  # one process: every request reaches the same batching queue and ORT session
     traffic={"timeout": 120},
 )
-class ResNetClassifier:
+class VisionService:
     """Image classification and object detection with exported resnet-lab ONNX models."""
 
     def __init__(self) -> None:
@@ -209,6 +209,6 @@ class ResNetClassifier:
         return logits
 
 
-ResNetClassifier.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes)  # outermost of ours
-ResNetClassifier.add_asgi_middleware(ErrorBodyShape)  # BentoML's 4xx bodies -> {"error": "<sentence>"}
+VisionService.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes)  # outermost of ours
+VisionService.add_asgi_middleware(ErrorBodyShape)  # BentoML's 4xx bodies -> {"error": "<sentence>"}
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietRejections())  # where BentoML logs API errors

@@ -18,7 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from helpers import (
+
+from export import classifier as exporter
+from models import create_model
+from models.registry import FAMILY_INPUTS
+from tests.helpers import (
     COCO_SMALL_FLAGS,
     REPO_ROOT,
     SHAPES_FLAGS,
@@ -27,18 +31,14 @@ from helpers import (
     image_batch,
     make_shapes_split,
 )
-
-from export import classifier as exporter
-from export import samples
-from models import create_model
-from models.registry import FAMILY_INPUTS
+from training import data_folder
 from training.classifier import save_classifier_checkpoint
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real datasets folder described by its ``MANIFEST.md``."""
-    path = samples.shared_data_dir()
+    path = data_folder.shared_data_dir()
     if not (path / "MANIFEST.md").is_file():
         pytest.fail(f"real data not found at {path}; set RESNET_LAB_DATA to the shared/data folder")
     return path
@@ -52,7 +52,7 @@ def imagenet_samples(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def imagenet_files(imagenet_samples: Path) -> list[Path]:
     """20 real ImageNet photos, spread over the samples (grayscale ones included)."""
-    files = samples.imagenet_sample_files()
+    files = data_folder.imagenet_sample_files()
     return files[:: max(1, len(files) // 20)][:20]
 
 
@@ -61,7 +61,7 @@ def cifar_files(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> lis
     """20 real CIFAR-10 test JPEGs (two of each class), extracted to files."""
     folder = tmp_path_factory.mktemp("cifar_test")
     paths = []
-    for index, (data, _) in enumerate(samples.cifar_jpegs(20, data_dir)):
+    for index, (data, _) in enumerate(data_folder.cifar_jpegs(20, data_dir)):
         paths.append(folder / f"{index:03d}.jpg")
         paths[-1].write_bytes(data)
     return paths
@@ -175,7 +175,7 @@ def torchvision_state_dict(imagenet_samples: Path, work_dir: Path) -> Path:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None)  # torchvision's own module: its real state-dict layout
     inputs = FAMILY_INPUTS["imagenet"]
-    files = samples.imagenet_sample_files()[1::9][:24]
+    files = data_folder.imagenet_sample_files()[1::9][:24]
     pixels = image_batch(files, inputs.resize_size, inputs.crop_size).float() / 255
     normalised = (pixels - torch.tensor(inputs.mean).view(3, 1, 1)) / torch.tensor(inputs.std).view(3, 1, 1)
     calibrate(model, normalised, fc_scale=8.0)

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import imaging
-from service.local_server import BIN, REPO_ROOT, bentoml_serve
+from tests.server import BIN, REPO_ROOT, bentoml_serve
 
 __all__ = ["BIN", "REPO_ROOT"]
 

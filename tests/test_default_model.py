@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import REPO_ROOT
 from PIL import Image
 
-from report import example
+from bench import readme_example as example
+from tests.helpers import REPO_ROOT
 from training.cifar10 import load_cifar10
 
 DEFAULT_DIR = REPO_ROOT / "service" / "default_model"

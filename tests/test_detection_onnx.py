@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from detection.model import build_detector, fresh_backbone
-from detection.onnx_graph import export_detector_onnx, onnx_ready
-from detection.onnx_parity import check_onnx_parity
 from detection.recipes import DetectionRecipe
+from export.detector_graph import export_detector_onnx, onnx_ready
+from export.detector_parity import check_onnx_parity
 
 CATEGORY_IDS = [3, 7, 11]
 

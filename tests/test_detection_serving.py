@@ -14,24 +14,24 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from fuzz_requests import request as fuzz_request
-from helpers import BAD_INPUTS, SHAPE_CATEGORIES, UPLOAD_LIMIT, burst, encode, metric
 from PIL import Image
 
 from detection import eval_coco
-from detection import export as detection_export
 from detection.checkpoint import load_detection_checkpoint
+from export import detector as detection_export
 from export.onnx_file import sha256_of
 from service import imaging
 from service.contract import DETECTION
 from service.runtime import OnnxModel
 from service.settings import Settings
+from tests.fuzz_requests import request as fuzz_request
+from tests.helpers import BAD_INPUTS, SHAPE_CATEGORIES, UPLOAD_LIMIT, burst, encode, metric
 
 SHAPES_AP_TOLERANCE = 0.005
 
 
 def exported(run: Path, output: Path, *extra: str) -> dict:
-    """``python -m detection.export`` of a run's last checkpoint (verified on real COCO val images)."""
+    """``python -m export`` of a run's last checkpoint (verified on real COCO val images)."""
     return detection_export.main(
         ["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output), *extra]
     )

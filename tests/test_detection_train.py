@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import COCO_SMALL_FLAGS, REPO_ROOT, SHAPE_CATEGORIES
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detection import eval_coco, train
 from detection.checkpoint import load_detection_checkpoint
+from tests.helpers import COCO_SMALL_FLAGS, REPO_ROOT, SHAPE_CATEGORIES
 
 
 def losses(run_dir: Path) -> list[float]:

@@ -12,11 +12,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import BIN
 
 from export import classifier as exporter
 from export.onnx_file import sha256_of
 from service.contract import ModelMetadata
+from tests.helpers import BIN
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
 
 

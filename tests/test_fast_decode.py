@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export import samples
-from report import decode_check
+from bench import decode_check, uploads
 from service import imaging
 from training.cifar10 import load_cifar10
 
@@ -37,9 +36,9 @@ def test_fast_path_moves_phone_photo_pixels_by_a_fraction_of_a_grey_level() -> N
 def test_fast_path_engages_only_for_large_jpegs(imagenet_files) -> None:
     photo = imagenet_files[0]  # 500x375: under 2 x 4 x 256 on its shorter side
     assert np.array_equal(imaging.preprocess(photo, 256, 224), imaging.preprocess(photo, 256, 224, fast=True))
-    big = samples.phone_photo(photo)
+    big = uploads.phone_photo(photo)
     assert imaging.load_rgb(big, min_side=4 * 256).size == (2016, 1512)  # 1/2 scale keeps >= 1024 on the short side
-    assert imaging.load_rgb(big).size == samples.PHONE_SIZE
-    sideways = samples.phone_photo(photo, orientation=6)
+    assert imaging.load_rgb(big).size == uploads.PHONE_SIZE
+    sideways = uploads.phone_photo(photo, orientation=6)
     assert imaging.load_rgb(sideways, min_side=1024).size == (2016, 1512)  # EXIF orientation still applied
     assert imaging.fast_decode_keeps_answers(224) and not imaging.fast_decode_keeps_answers(32)

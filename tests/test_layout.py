@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import re
 
-from helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 PACKAGES = ("models", "training", "detection", "export", "report", "service")
 

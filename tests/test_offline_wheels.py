@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT
+
+from tests.helpers import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location("offline_wheels", REPO_ROOT / "bench" / "offline_wheels.py")
 offline_wheels = importlib.util.module_from_spec(_spec)

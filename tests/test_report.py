@@ -82,12 +82,12 @@ def test_committed_model_card_is_what_its_record_and_model_generate() -> None:
 
 def test_provenance_keeps_the_module_form_and_writes_repo_paths_relative(monkeypatch: pytest.MonkeyPatch) -> None:
     repo = Path(__file__).resolve().parents[1]
-    argv = ["/opt/venv/bin/python", "-m", "report.decode_check", "--cifar-dir", "/tmp/scratch/cifar",
+    argv = ["/opt/venv/bin/python", "-m", "bench.decode_check", "--cifar-dir", "/tmp/scratch/cifar",
             "--out", str(repo / "docs" / "bench"), f"--checkpoint={repo / 'runs' / 'last.pt'}"]  # fmt: skip
     monkeypatch.setattr(sys, "orig_argv", argv)
     block = provenance.provenance()
     assert block["command"] == (
-        "python -m report.decode_check --cifar-dir /tmp/scratch/cifar --out docs/bench --checkpoint=runs/last.pt"
+        "python -m bench.decode_check --cifar-dir /tmp/scratch/cifar --out docs/bench --checkpoint=runs/last.pt"
     )
     assert block["gpu"] is None or block["gpu"]["devices"][0] in block["machine"]
 

@@ -17,12 +17,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import BAD_INPUTS, REPO_ROOT, UPLOAD_LIMIT, burst, encode, image_batch, metric
 from PIL import Image
 
 from export import classifier as exporter
 from export.onnx_file import sha256_of
 from service import imaging
+from tests.helpers import BAD_INPUTS, REPO_ROOT, UPLOAD_LIMIT, burst, encode, image_batch, metric
 from training import imagenet
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
 
@@ -223,12 +223,12 @@ def test_service_imports_no_torch(cifar_export) -> None:
     code = (
         "import sys, service.service as s; "
         "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]; "
-        "assert not bad, bad; print(s.ResNetClassifier.name)"
+        "assert not bad, bad; print(s.VisionService.name)"
     )
     env = {**os.environ, "RESNET_LAB_MODEL": cifar_export["output"]}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "resnet_classifier" in result.stdout
+    assert "resnet_lab" in result.stdout
 
 
 def test_missing_model_is_a_clear_startup_error(tmp_path) -> None:

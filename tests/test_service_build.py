@@ -7,7 +7,8 @@ import shutil
 import subprocess
 
 import yaml
-from helpers import BIN, REPO_ROOT
+
+from tests.helpers import BIN, REPO_ROOT
 
 
 def test_bentoml_build_offline(tmp_path, cifar_export) -> None:
@@ -30,9 +31,9 @@ def test_bentoml_build_offline(tmp_path, cifar_export) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
-    (bento,) = [path for path in (home / "bentos" / "resnet_classifier").iterdir() if path.name != "latest"]
+    (bento,) = [path for path in (home / "bentos" / "resnet_lab").iterdir() if path.name != "latest"]
     info = yaml.safe_load((bento / "bento.yaml").read_text())
-    assert info["service"] == "service.service:ResNetClassifier"
+    assert info["service"] == "service.service:VisionService"
     routes = {route["name"]: route for route in info["schema"]["routes"]}
     assert routes["classify"]["route"] == "/classify" and "infer" not in routes
 

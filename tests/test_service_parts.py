@@ -11,12 +11,12 @@ import sys
 
 import pytest
 from bentoml._internal.marshal.dispatcher import Optimizer
-from helpers import REPO_ROOT
 
 from report import readme as readme_blocks
 from service import bentoml_adapter
 from service.contract import CLASSIFICATION, DETECTION, ContractError, Key, ModelMetadata
 from service.settings import Settings, markdown_table
+from tests.helpers import REPO_ROOT
 
 
 def test_settings_read_every_variable_once_and_reject_bad_values() -> None:

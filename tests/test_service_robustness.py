@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import httpx
 import psutil
 import pytest
-from fuzz_requests import request as fuzz_request
-from fuzz_requests import small_png
-from helpers import tiny_png_declaring
 from PIL import Image
 
 from service import imaging
+from tests.fuzz_requests import request as fuzz_request
+from tests.fuzz_requests import small_png
+from tests.helpers import tiny_png_declaring
 
 WHAT_TO_SEND = 'multipart/form-data with the file in field "image"'
 

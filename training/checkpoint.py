@@ -1,4 +1,4 @@
-"""Checkpoint files of both trainers: atomic writes, safe reads, and the state of every random number generator.
+"""Checkpoint files of both trainers: safe reads, and the state of every random number generator.
 
 A checkpoint is a dict saved with ``torch.save`` that loads under ``weights_only=True``. Its ``format`` says what
 it holds (``training.classifier`` and ``detection.checkpoint`` define theirs); while training, the engine adds
@@ -9,36 +9,14 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(stream)`` on a temp file in ``path``'s folder, fsync, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes it owner-only; a served model must be readable by the server
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """``atomic_write`` for text (UTF-8)."""
-    return atomic_write(path, lambda stream: stream.write(text.encode()))
+from training.atomic import atomic_write
 
 
 def read_torch_state(path: str | os.PathLike, what: str, how_to_get: str, map_location: Any = "cpu") -> Any:

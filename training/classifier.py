@@ -41,7 +41,7 @@ def load_classifier_checkpoint(path: str | os.PathLike, map_location: str | torc
     state = read_torch_state(path, "resnet-lab checkpoint", HOW_TO_GET, map_location)
     how = HOW_TO_GET
     if isinstance(state, dict) and str(state.get("format", "")).startswith("resnet-lab-detection"):
-        how = "that is a detection checkpoint: export it with `python -m detection.export`"
+        how = "that is a detection checkpoint: export it with `python -m export`"
     return check_checkpoint(state, path, FORMAT, REQUIRED_KEYS, "resnet-lab checkpoint", how)
 
 

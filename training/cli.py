@@ -5,15 +5,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from training.errors import UsageError
 
 WORKERS = 4  # data-loading processes per training or evaluation process, in every tool
 COCO_ENV = "RESNET_LAB_COCO"  # where --coco-root points when it is not given
 # The flags of ``add_run_arguments`` that change a run; on --resume the checkpoint's values hold unless given again.
 RUN_OPTIONS = ("batch_size", "lr", "seed", "max_train_samples", "val_split")
+
+
+USAGE_EXIT_CODE = 2  # what argparse exits with on a bad flag; a UsageError exits the same way
+
+
+def entry_point(main: Callable[[], object]) -> None:
+    """Run a command's ``main()``: a ``UsageError`` becomes one line on stderr (``error: ...``) and exit code 2."""
+    try:
+        main()
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(USAGE_EXIT_CODE) from None
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

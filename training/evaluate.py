@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from models import model_info
 
 from . import cifar10, cli, distributed, imagenet
-from .checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 from .classifier import classifier_from_checkpoint, load_classifier_checkpoint
 from .data import decode_errors_as_exit
 from .steps import count_errors

@@ -47,7 +47,7 @@ else
 fi
 if [ "$BENCH" = 1 ]; then
   echo "== 3. training throughput ($SECONDS s)"
-  timeout 240 $PY bench/train_throughput.py --device "$DEVICE" --models resnet50 "${bench_opts[@]}" \
+  timeout 240 $PY -m bench.train_throughput --device "$DEVICE" --models resnet50 "${bench_opts[@]}" \
     --workers $(($(nproc) > 4 ? $(nproc) - 2 : 2)) --output-dir "$OUT"
   results="$OUT/train_throughput_${DEVICE%%:*}.json"
   [ -f "$results" ] && $PY -c "import json, sys

@@ -29,7 +29,7 @@ if ! "$VENV/bin/python" -c "$ready" 2>/dev/null; then
       "or set VENV to such an environment"
     exit 2
   fi
-  $PY bench/offline_wheels.py join "$STAGE/wheels" || exit 1
+  $PY -m bench.offline_wheels join "$STAGE/wheels" || exit 1
   [ -x "$VENV/bin/python" ] || $PY -m venv --without-pip --system-site-packages "$VENV" || exit 1
   # pip: the machine's own, seen from the venv (--system-site-packages), installing into the venv
   "$VENV/bin/python" -m pip install -q --no-index --find-links "$STAGE/wheels" onnxruntime-gpu bentoml httptools \
@@ -46,7 +46,7 @@ ort.__version__, ort.get_device(), 'available:', ort.get_available_providers())"
 echo "== serving benchmarks, RESNET_LAB_PROVIDERS=$providers ($SECONDS s)"
 read -r -a batches <<<"$BATCHES"
 read -r -a concurrency <<<"$CONCURRENCY"
-RESNET_LAB_PROVIDERS=$providers "$VENV/bin/python" bench/serve_gpu.py --output-dir "$OUT" --batches "${batches[@]}" \
+RESNET_LAB_PROVIDERS=$providers "$VENV/bin/python" -m bench.serve_gpu --output-dir "$OUT" --batches "${batches[@]}" \
   --concurrency "${concurrency[@]}" --requests "$REQUESTS" --seconds "$SECONDS_PER_BATCH" \
   --detect-images "$DETECT_IMAGES"
 status=$?

@@ -1,4 +1,4 @@
-"""The README's example answer, from the real service: ``python -m report.example``.
+"""The README's example answer, from the real service: ``python -m bench.readme_example``.
 
 Starts ``bentoml serve`` with the embedded default model, uploads a real photo from the shared data folder (a
 house finch) as the README's ``curl`` line does, and writes the answer to ``docs/examples/classify.json``.
@@ -13,12 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from export import samples
-from service.local_server import bentoml_serve
-from training import cli
-from training.checkpoint import atomic_write_text
-
-from .provenance import REPO_ROOT
+from report.provenance import REPO_ROOT
+from tests.server import bentoml_serve
+from training import cli, data_folder
+from training.atomic import atomic_write_text
 
 PHOTO = Path("imagenet_samples/val/n01532829/n01532829_house_finch.JPEG")  # relative to the shared data folder
 TOP_K = 3
@@ -27,7 +25,7 @@ EXAMPLE = REPO_ROOT / "docs" / "examples" / "classify.json"
 
 def ask(url: str) -> dict:
     """The service's answer for the example photo."""
-    photo = samples.shared_data_dir() / PHOTO
+    photo = data_folder.shared_data_dir() / PHOTO
     response = httpx.post(
         url + "/classify", files={"image": (photo.name, photo.read_bytes())}, data={"top_k": str(TOP_K)}, timeout=60
     )
@@ -38,7 +36,7 @@ def ask(url: str) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """Serve the default model, ask, write the example file."""
     parser = argparse.ArgumentParser(
-        prog="python -m report.example", description=__doc__, formatter_class=cli.HelpFormatter
+        prog="python -m bench.readme_example", description=__doc__, formatter_class=cli.HelpFormatter
     )
     parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="example-"))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from detection.onnx_graph import IMAGE, OUTPUTS, OnnxDetector
+from export.detector_graph import IMAGE, OUTPUTS, OnnxDetector
 
 Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes [K, 4], scores [K], category ids [K]
 

@@ -1,4 +1,4 @@
-"""The README's picture of the demo page: ``python -m report.demo_screenshot --detector F --image I``.
+"""The README's picture of the demo page: ``python -m bench.demo_screenshot --detector F --image I``.
 
 Serves the embedded default classifier and the given detector with ``bentoml serve``, serves the image from a second
 local port, and has a real headless Chromium (Debian's ``chromium`` package) load ``/demo?image=...`` and save a
@@ -16,10 +16,9 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from service.local_server import bentoml_serve
+from report.provenance import REPO_ROOT
+from tests.server import bentoml_serve
 from training import cli
-
-from .provenance import REPO_ROOT
 
 OUT = REPO_ROOT / "docs" / "figures" / "demo.png"
 CHROMIUM_FLAGS = [  # what this sandbox needs; no background network, no first-run chatter
@@ -64,7 +63,7 @@ def screenshot(detector: Path, image: Path, out: Path = OUT) -> Path:
 def main(argv: list[str] | None = None) -> Path:
     """CLI entry point."""
     parser = argparse.ArgumentParser(
-        prog="python -m report.demo_screenshot", description=__doc__, formatter_class=cli.HelpFormatter
+        prog="python -m bench.demo_screenshot", description=__doc__, formatter_class=cli.HelpFormatter
     )
     parser.add_argument("--detector", type=Path, required=True, help="an exported detector (.onnx)")
     parser.add_argument("--image", type=Path, required=True, help="the picture to show")

@@ -1,4 +1,4 @@
-"""What the service's fast decode changes: ``python -m report.decode_check`` writes ``docs/bench/fast_decode.json``.
+"""What the service's fast decode changes: ``python -m bench.decode_check`` writes ``docs/bench/fast_decode.json``.
 
 The fast path decodes large JPEGs at a reduced scale in the DCT domain before the usual resize and centre crop
 (``service.imaging``, keeping ``FAST_DECODE_MARGIN`` times the resize target). Two measurements against the exact
@@ -22,13 +22,12 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from export import samples
+from bench import uploads
+from report.bench_file import Column, write_results
 from service import imaging
 from service.contract import CLASSIFICATION, DEFAULT_MODEL, INPUT_NAMES, OUTPUT_NAMES
-from training import cli
+from training import cli, data_folder
 from training.cifar10 import load_cifar10
-
-from .bench_file import Column, write_results
 
 UPSCALE = 8
 
@@ -87,14 +86,14 @@ def pixel_differences(photos: Iterable[bytes], resize: int = 256, crop: int = 22
 
 def phone_photos(count: int | None = None) -> list[bytes]:
     """Real ImageNet photos made phone-sized, every other one stored sideways with EXIF orientation 6."""
-    files = samples.imagenet_sample_files(count)
-    return [samples.phone_photo(path, orientation=6 if index % 2 else 1) for index, path in enumerate(files)]
+    files = data_folder.imagenet_sample_files(count)
+    return [uploads.phone_photo(path, orientation=6 if index % 2 else 1) for index, path in enumerate(files)]
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Measure on all 10,000 CIFAR-10 test images and all shared ImageNet photos; write the results file."""
     parser = argparse.ArgumentParser(
-        prog="python -m report.decode_check", description=__doc__, formatter_class=cli.HelpFormatter
+        prog="python -m bench.decode_check", description=__doc__, formatter_class=cli.HelpFormatter
     )
     parser.add_argument("--cifar-dir", type=Path, required=True, help="CIFAR-10 python folder (make_cifar10.py)")
     args = parser.parse_args(argv)

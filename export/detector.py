@@ -1,8 +1,8 @@
-"""Export a detector to one self-contained ONNX file: ``python -m detection.export --checkpoint RUN/... --output F``.
+"""Export a detector to one self-contained ONNX file: ``python -m export --checkpoint RUN/... --output F``.
 
 The graph takes ``image``: one uint8 RGB ``[3, H, W]`` of any size (the decoded upload) and returns ``boxes``
 (x1, y1, x2, y2 in the input's pixels), ``scores`` and ``labels`` (COCO category ids); resizing to the recipe's test
-scale, normalisation, RPN, RoI heads and NMS are inside (``detection.onnx_graph``). Metadata (``task=detection``,
+scale, normalisation, RPN, RoI heads and NMS are inside (``export.detector_graph``). Metadata (``task=detection``,
 categories, test scale, score threshold, NMS settings, detection cap, recipe, metrics, source hash;
 ``service.contract``) rides in ``metadata_props``. Before anything is written, ONNX Runtime is checked against
 PyTorch on real COCO images; a mismatch exits without writing. The file is then registered in the BentoML model
@@ -19,16 +19,25 @@ from typing import Any
 
 import torch
 
+from detection.checkpoint import FORMAT as DETECTION_FORMAT
 from detection.checkpoint import detector_from_checkpoint, load_detection_checkpoint
-from detection.onnx_graph import export_detector_onnx, onnx_ready
-from detection.onnx_parity import check_onnx_parity
-from export import samples
+from export.detector_graph import export_detector_onnx, onnx_ready
+from export.detector_parity import check_onnx_parity
 from export.onnx_file import register_in_store, sha256_of, to_jsonable, with_metadata, write_model
 from service import imaging
 from service.contract import BENTO_MODEL_NAMES, DETECTION, Key, ModelMetadata
-from training import cli
+from training import cli, data_folder
 
 SCORE_THRESHOLD = 0.05  # what COCO evaluation keeps (eval_coco.py's default); the service filters further
+
+
+def is_detection_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a detection checkpoint (its ``format``); False for anything else, missing files included."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # the classifier exporter names the problem with the file
+        return False
+    return isinstance(state, dict) and state.get("format") == DETECTION_FORMAT
 
 
 def metadata_for(state: dict[str, Any], path: str | os.PathLike, score_threshold: float, sizes: dict) -> ModelMetadata:
@@ -57,9 +66,9 @@ def metadata_for(state: dict[str, Any], path: str | os.PathLike, score_threshold
 
 def verification_images(verify_dir: str | os.PathLike | None, count: int) -> list[torch.Tensor]:
     """Real uint8 ``[3, H, W]`` images, decoded by the service's loader: --verify-images, else COCO val2017."""
-    files = samples.image_files(verify_dir, count) if verify_dir else samples.coco_val_files(count)
+    files = data_folder.image_files(verify_dir, count) if verify_dir else data_folder.coco_val_files(count)
     if not files:
-        where = verify_dir or samples.shared_data_dir() / "coco" / "val2017"
+        where = verify_dir or data_folder.shared_data_dir() / "coco" / "val2017"
         raise SystemExit(f"no images to verify the export with under {where}; pass --verify-images DIR")
     return [torch.from_numpy(imaging.to_chw(imaging.load_rgb(path))) for path in files]
 
@@ -106,9 +115,7 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detection.export", description=__doc__, formatter_class=cli.HelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__, formatter_class=cli.HelpFormatter)
     parser.add_argument(
         "--checkpoint", required=True, type=Path, help="detection checkpoint written by detection.train"
     )
