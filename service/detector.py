@@ -17,7 +17,7 @@ import anyio
 import bentoml
 import numpy as np
 
-from service import imaging
+from service import answers, imaging
 from service.contract import DETECTION, Key
 from service.runtime import OnnxModel
 from service.settings import Settings
@@ -99,21 +99,11 @@ class Detector:
         detections = self.shape(boxes, scores, labels, score_threshold, max_detections)
         DETECTIONS.inc(len(detections))
         DETECT_SECONDS.observe(time.perf_counter() - started)
-        size = [image.width, image.height]
-        return {"model": self.model.metadata.model_name, "image_size": size, "detections": detections}
+        return answers.detection(self.model.metadata.model_name, (image.width, image.height), detections)
 
     def shape(
         self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, score_threshold: float, max_detections: int
     ) -> list[dict[str, Any]]:
         """Detections at or above ``score_threshold``, best first, at most ``max_detections`` (of the at most
         ``graph_cap()`` the graph returned)."""
-        order = [index for index in np.argsort(-scores, kind="stable") if scores[index] >= score_threshold]
-        return [
-            {
-                "box": [float(value) for value in boxes[index]],
-                "category_id": int(labels[index]),
-                "label": self.names.get(int(labels[index]), str(int(labels[index]))),
-                "score": float(scores[index]),
-            }
-            for index in order[:max_detections]
-        ]
+        return answers.detections(boxes, scores, labels, self.names, score_threshold, max_detections)

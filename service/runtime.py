@@ -138,12 +138,3 @@ class OnnxModel:
         """Detector: uint8 ``[3, H, W]`` -> boxes ``[K, 4]`` in input pixels, scores ``[K]``, COCO ids ``[K]``."""
         boxes, scores, labels = self.session.run(list(OUTPUT_NAMES[DETECTION]), {INPUT_NAMES[DETECTION]: image})
         return boxes, scores, labels
-
-
-def softmax_top_k(logits: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """Top-``k`` (index, probability) pairs of one logit row, highest first, softmax in float64."""
-    values = np.asarray(logits, dtype=np.float64)
-    probabilities = np.exp(values - values.max())
-    probabilities /= probabilities.sum()
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return [(int(index), float(probabilities[index])) for index in order]

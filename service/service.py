@@ -23,14 +23,14 @@ import bentoml
 import numpy as np
 from starlette.responses import JSONResponse
 
-from service import imaging
+from service import answers, imaging
 from service.bentoml_adapter import batching_queue, cancel_request_timers
 from service.contract import DETECTION, FP32, Key
 from service.detector import DetectionRefused, Detector
 from service.errors import ErrorBodyShape, QuietRejections
 from service.inputs import ClassifyInput, DetectInput
 from service.limits import BodySizeLimit
-from service.runtime import HOW_TO_GET, ModelNotFound, OnnxModel, logger, resolve_model, softmax_top_k
+from service.runtime import HOW_TO_GET, ModelNotFound, OnnxModel, logger, resolve_model
 from service.settings import Settings
 from service.web import web_app
 
@@ -161,11 +161,7 @@ class VisionService:
             self.requests += 1
             self.seconds["decode"] += decoded - started
             self.seconds["infer_call"] += time.perf_counter() - decoded
-        predictions = [
-            {"index": index, "label": self.labels[index], "score": score}
-            for index, score in softmax_top_k(logits, top_k)
-        ]
-        return {"model": self.model.metadata.model_name, "predictions": predictions}
+        return answers.classification(self.model.metadata.model_name, self.labels, logits, top_k)
 
     @bentoml.api(route="/detect", input_spec=DetectInput)  # client mistakes -> JSON 400 before this runs
     async def detect(self, image: Path, score_threshold: float = 0.5, max_detections: int = 100) -> dict[str, Any]:
