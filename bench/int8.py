@@ -1,7 +1,8 @@
 """fp32 vs int8 in one run: the default model's error, and ResNet-50 / ResNet-18 speed raw and served.
 
 - The embedded CIFAR-10 default model and its int8 copy (``export.int8``, calibrated on 512 CIFAR-10 training
-  images): top-1 error on all 10,000 test images.
+  images; 7-bit weights as exported, and 8-bit weights for comparison): top-1 error on all 10,000 test images and
+  agreement with fp32.
 - ResNet-50 and ResNet-18 (random init, exported here) and their int8 copies (calibrated on shared ImageNet photos):
   raw ONNX Runtime images/s at batch 1 and 32, and ``/classify`` requests/s at concurrency 32 (real ImageNet
   photos uploaded to a real ``bentoml serve``). fp32 and int8 alternate within every round; medians.
@@ -19,9 +20,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from serve_load import int8_copy, make_model, raw_ort
 
 from bench.http_load import load
+from bench.serve_load import int8_copy, make_model, raw_ort
+from export import int8
+from export.onnx_file import write_model
 from report.bench_file import Column, write_results
 from service import imaging
 from service.runtime import DEFAULT_MODEL, OnnxModel
@@ -33,6 +36,7 @@ COLUMNS = [
     Column("model", "model"),
     Column("precision", "precision"),
     Column("error", "CIFAR-10 test error", ".2f", "%"),
+    Column("agreement", "top-1 = fp32's, 10,000 test images", ".2f", "%"),
     Column("batch1", "raw ORT img/s, batch 1", ".1f"),
     Column("batch32", "raw ORT img/s, batch 32", ".1f"),
     Column("served", "/classify req/s, c=32", ".1f"),
@@ -40,15 +44,34 @@ COLUMNS = [
 ]
 
 
-def cifar_error(model: Path) -> float:
-    """Top-1 error (%) on all 10,000 CIFAR-10 test images, read from the shared archive."""
+def cifar_top1(model: Path, pixels: np.ndarray) -> np.ndarray:
+    """Top-1 class of each image (uint8 ``[N, 3, 32, 32]``)."""
     session = OnnxModel.load(model, Settings(providers="CPUExecutionProvider"))
-    labels = session.metadata.labels
+    return np.concatenate([session.logits(pixels[i : i + 1000]).argmax(1) for i in range(0, len(pixels), 1000)])
+
+
+def default_model_rows(work: Path) -> list[dict]:
+    """The default model in fp32, in int8 as exported (7-bit weights) and with 8-bit weights: error and agreement
+    with fp32 on all 10,000 CIFAR-10 test images."""
+    fp32 = Path(DEFAULT_MODEL)
+    seven_bit, _ = int8_copy(fp32, "512", work, int8.MIN_AGREEMENT, int8.MIN_TOP5)
+    metadata = OnnxModel.load(fp32, Settings(providers="CPUExecutionProvider")).metadata
+    calibration, described, _ = int8.image_sets(metadata, "512", None, 1)
+    eight_bit = write_model(
+        int8.quantize_int8(fp32.read_bytes(), [calibration], described, reduce_range=False), work / "8bit.onnx"
+    )
     images = data_folder.cifar_jpegs(10_000)
     pixels = np.stack([imaging.preprocess(data, 32, 32) for data, _ in images])
-    truth = np.array([labels.index(label) for _, label in images])
-    top1 = np.concatenate([session.logits(pixels[i : i + 1000]).argmax(1) for i in range(0, len(pixels), 1000)])
-    return 100 * float((top1 != truth).mean())
+    truth = np.array([metadata.labels.index(label) for _, label in images])
+    reference = cifar_top1(fp32, pixels)
+    rows = []
+    for precision, path in (("fp32", fp32), ("int8", seven_bit), ("int8, 8-bit weights", eight_bit)):
+        top1 = reference if path == fp32 else cifar_top1(path, pixels)
+        error, agreement = 100 * float((top1 != truth).mean()), 100 * float((top1 == reference).mean())
+        rows.append(
+            {"model": "default (cifar_resnet20)", "precision": precision, "error": error, "agreement": agreement}
+        )
+    return rows
 
 
 def speed(models: dict[str, Path], photos: list[bytes], args: argparse.Namespace, work: Path) -> dict[str, dict]:
@@ -86,14 +109,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--requests", type=int, default=64, help="requests per served cell and round (default 64)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="int8-"))
-    default_int8, _ = int8_copy(Path(DEFAULT_MODEL), "512", 0.97, work)
-    rows = [{"model": "default (cifar_resnet20)", "precision": precision, "error": cifar_error(path)}
-            for precision, path in (("fp32", Path(DEFAULT_MODEL)), ("int8", default_int8))]  # fmt: skip
+    rows = default_model_rows(work)
     photos = [path.read_bytes() for path in data_folder.imagenet_sample_files(64)]
     for name in args.models:
         _, fp32 = make_model(name, work)
-        int8, _ = int8_copy(fp32, "128", 0.5, work)  # random-init nets have near-tie logits: agreement is not the point
-        measured = speed({"fp32": fp32, "int8": int8}, photos, args, work)
+        int8_path, _ = int8_copy(fp32, "128", work)
+        measured = speed({"fp32": fp32, "int8": int8_path}, photos, args, work)
         for precision in ("fp32", "int8"):
             rows.append({"model": name, "precision": precision, **measured[precision]})
         rows[-1]["speedup32"] = measured["int8"]["batch32"] / measured["fp32"]["batch32"]

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from detect_speed import random_detector
 from prometheus_client.parser import text_string_to_metric_families
-from serve_load import make_model, upload_kinds
 
+from bench.detect_speed import random_detector
 from bench.http_load import drive, load
+from bench.serve_load import make_model, upload_kinds
 from report.bench_file import Column, write_results
 from service.runtime import OnnxModel, choose_providers
 from service.settings import Settings

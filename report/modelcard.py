@@ -27,6 +27,7 @@ from training.atomic import atomic_write_text
 from training.cifar10 import DATA_CAVEAT
 from training.plot import plot_runs
 
+from .bench_file import BENCH_DIR
 from .runrecord import RECORD_FILE
 
 SERVING_CAVEAT = (
@@ -60,6 +61,38 @@ def _schedule(recipe: dict[str, Any], record: dict[str, Any]) -> str:
     )
 
 
+INT8_BENCH = BENCH_DIR / "int8.json"  # bench/int8.py: the default model in fp32 and int8, both weight widths
+INT8_COMMAND = "python -m export.int8 --model service/default_model/model.onnx --output model-int8.onnx"
+
+
+def int8_section(bench: Path = INT8_BENCH) -> list[str]:
+    """What int8 does to this model and why its weights are 7-bit, with the figures ``bench/int8.py`` wrote."""
+    lines = [
+        "## int8",
+        "",
+        f"`{INT8_COMMAND}` writes an int8 copy (ONNX Runtime's static quantizer: QDQ, uint8 activations, int8 "
+        "per-channel weights, calibrated on 512 CIFAR-10 training images). The weights use 7 bits (`reduce_range`) "
+        "on purpose: on x86-64 CPUs without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime's u8 x s8 kernels add "
+        "products in 16 bits and saturate with 8-bit weights, and ONNX Runtime's quantization guide recommends "
+        "`reduce_range` there; VNNI and AMX kernels do not saturate and lose little to the narrower weights.",
+    ]
+    data = json.loads(bench.read_text()) if bench.is_file() else {"rows": []}
+    rows = [row for row in data["rows"] if row["model"].startswith("default") and "agreement" in row]
+    if not rows:
+        return [*lines, ""]
+    figures = "; ".join(
+        f"{row['precision']}: {row['error']:.2f}% test error, top-1 = fp32's on {row['agreement']:.2f}%" for row in rows
+    )
+    return [
+        *lines,
+        "",
+        f"Measured by `{data['command']}` on {data['machine']} ({data['notes'].split('extensions: ')[-1]}), "
+        f"{data['date'][:10]}, commit `{data['commit']}`: {figures} (all 10,000 test images; "
+        f"[`docs/bench/int8.json`](../../docs/bench/int8.json)).",
+        "",
+    ]
+
+
 def model_card(metadata: ModelMetadata, record: dict[str, Any], record_dir: str) -> str:
     """The card's Markdown from the ONNX file's metadata and the run record."""
     recipe, last = metadata.json_value(Key.RECIPE, {}), metadata.json_value(Key.METRICS, [])[-1]
@@ -86,6 +119,7 @@ def model_card(metadata: ModelMetadata, record: dict[str, Any], record_dir: str)
         f"{DATA_CAVEAT[0].upper()}{DATA_CAVEAT[1:]} {SERVING_CAVEAT}",
         "",
     ]
+    lines += int8_section()
     if record.get("note"):
         lines += ["## Notes", "", record["note"], ""]
     lines += ["![training curve](curve.png)", ""]

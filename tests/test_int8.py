@@ -12,6 +12,7 @@ import pytest
 
 from export import classifier as exporter
 from export import int8
+from service.imaging import preprocess
 from service.runtime import DEFAULT_MODEL
 from training.cifar10 import load_cifar10
 
@@ -57,18 +58,24 @@ def test_a_quantization_that_misses_the_bar_writes_nothing(tmp_path) -> None:
 
 
 def test_checkpoint_exported_as_int8_is_served_and_says_so(trained_cifar_run, serve, cifar_files, tmp_path) -> None:
+    # The checkpoint route's plumbing (quantize, verify, write, serve). The run is trained for one epoch only: its
+    # logits are nearly tied, so whether int8 keeps each top-1 depends on the CPU's integer kernels. The bars are off
+    # here; int8 quality is tested on the trained default model above.
     run, _ = trained_cifar_run
     output = tmp_path / "model.onnx"
     report = exporter.main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output),
-                            "--no-register", "--quantize", "int8", "--calibration-images", "256"])  # fmt: skip
+                            "--no-register", "--quantize", "int8", "--calibration-images", "256",
+                            "--min-agreement", "0", "--min-top5", "0"])  # fmt: skip
     assert report["precision"] == "int8" and report["verify_int8"]["images"] == 300
+    assert json.loads(props(output)["quantization"])["format"].endswith("in 7 bits (reduce_range)")
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     with serve(output) as client:
         info = client.get("/info").json()
         assert info["precision"] == "int8" and info["model"] == "cifar_resnet20"
         for path in cifar_files[:10]:
-            answer = client.post("/classify", files={"image": ("x.jpg", path.read_bytes())}, data={"top_k": "1"})
-            from service.imaging import preprocess
-
-            offline = session.run(["logits"], {"images": preprocess(path, 32, 32)[None]})[0].argmax()
-            assert answer.json()["predictions"][0]["index"] == int(offline)
+            answer = client.post("/classify", files={"image": ("x.jpg", path.read_bytes())}, data={"top_k": "10"})
+            served = {p["index"]: p["score"] for p in answer.json()["predictions"]}
+            logits = session.run(["logits"], {"images": preprocess(path, 32, 32)[None]})[0][0].astype(np.float64)
+            offline = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            # the same file, ORT build and CPU, one image per run on both sides: the same probabilities
+            assert np.allclose([served[index] for index in range(10)], offline, rtol=0, atol=1e-6)
