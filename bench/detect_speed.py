@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_flush_denormal(True)
     files = data_folder.coco_val_files(args.images)
     if not files:
-        raise SystemExit(f"no COCO val2017 images under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA")
+        raise SystemExit(f"no COCO val2017 images under {data_folder.data_dir()}; set RESNET_LAB_DATA")
     work = Path(tempfile.mkdtemp(prefix="detect-speed-"))
     rows = [row for recipe in args.recipes for row in measure(recipe, args, files, work)]
     reference = get_recipe(args.recipes[0])

@@ -60,7 +60,7 @@ def default_model_rows(work: Path) -> list[dict]:
     eight_bit = write_model(
         int8.quantize_int8(fp32.read_bytes(), [calibration], described, reduce_range=False), work / "8bit.onnx"
     )
-    images = data_folder.cifar_jpegs(10_000)
+    images = data_folder.cifar_images(10_000)
     pixels = np.stack([imaging.preprocess(data, 32, 32) for data, _ in images])
     truth = np.array([metadata.labels.index(label) for _, label in images])
     reference = cifar_top1(fp32, pixels)

@@ -25,7 +25,7 @@ EXAMPLE = REPO_ROOT / "docs" / "examples" / "classify.json"
 
 def ask(url: str) -> dict:
     """The service's answer for the example photo."""
-    photo = data_folder.shared_data_dir() / PHOTO
+    photo = data_folder.data_dir() / PHOTO
     response = httpx.post(
         url + "/classify", files={"image": (photo.name, photo.read_bytes())}, data={"top_k": str(TOP_K)}, timeout=60
     )

@@ -69,7 +69,7 @@ def upload_kinds(count: int) -> dict[str, list[bytes]]:
 
     files = data_folder.imagenet_sample_files(count)
     if not files:
-        raise SystemExit(f"no ImageNet samples under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA")
+        raise SystemExit(f"no ImageNet samples under {data_folder.data_dir()}; set RESNET_LAB_DATA")
     imagenet = [path.read_bytes() for path in files]
     phone = [uploads.phone_photo(path, orientation=6 if index % 2 else 1) for index, path in enumerate(files[:16])]
     png = []

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     images = [path.read_bytes() for path in data_folder.imagenet_sample_files(args.photos)]
     if not images:
-        raise SystemExit(f"no ImageNet samples under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA")
+        raise SystemExit(f"no ImageNet samples under {data_folder.data_dir()}; set RESNET_LAB_DATA")
     with bentoml_serve(env, work / "server.log") as server:
         worker = find_worker(server)
         print(f"worker pid {worker.pid}: {args.requests:,} requests, {args.concurrency} clients", flush=True)

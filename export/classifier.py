@@ -42,6 +42,7 @@ from service.contract import (
 from training import cli, data_folder, imagenet
 from training.checkpoint import read_torch_state
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
+from training.errors import UsageError
 
 from .int8 import add_arguments as add_int8_arguments
 from .int8 import quantized_and_verified
@@ -144,17 +145,22 @@ def verification_images(spec: ExportSpec, verify_dir: str | os.PathLike | None, 
         if not files:
             raise SystemExit(f"no images (*.jpg, *.png, ...) under --verify-images {verify_dir}")
         return [imaging.load_rgb(path) for path in files]
-    sources: list[Any] = []
-    if len(spec.labels) == 1000 or spec.crop_size > 64:
-        sources = data_folder.imagenet_sample_files(count)
-    if not sources:
-        sources = [data for data, _ in data_folder.cifar_jpegs(count)]
-    if not sources:
-        sources = data_folder.imagenet_sample_files(count)
-    if not sources:
-        raise SystemExit(
-            f"no real images to verify the export with under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA to "
-            "the shared/data folder or pass --verify-images DIR"
+    imagenet_like = len(spec.labels) == 1000 or spec.crop_size > 64
+    finders = [
+        lambda: data_folder.imagenet_sample_files(count),
+        lambda: [data for data, _ in data_folder.cifar_images(count)],
+    ]
+    problems = []
+    for find in finders if imagenet_like else finders[::-1]:
+        try:
+            sources = find()
+            break
+        except data_folder.DataMissing as missing:
+            problems.append(str(missing))
+    else:
+        raise UsageError(
+            "no real images to verify the export with: pass --verify-images DIR (a folder of photos of the kind the "
+            f"model classifies); looked for: {'; '.join(problems)}"
         )
     return [imaging.load_rgb(source) for source in sources]
 

@@ -68,7 +68,7 @@ def verification_images(verify_dir: str | os.PathLike | None, count: int) -> lis
     """Real uint8 ``[3, H, W]`` images, decoded by the service's loader: --verify-images, else COCO val2017."""
     files = data_folder.image_files(verify_dir, count) if verify_dir else data_folder.coco_val_files(count)
     if not files:
-        where = verify_dir or data_folder.shared_data_dir() / "coco" / "val2017"
+        where = verify_dir or data_folder.data_dir() / "coco" / "val2017"
         raise SystemExit(f"no images to verify the export with under {where}; pass --verify-images DIR")
     return [torch.from_numpy(imaging.to_chw(imaging.load_rgb(path))) for path in files]
 

@@ -175,11 +175,11 @@ def image_sets(metadata: ModelMetadata, calibration: str, verify_dir: str | None
     of the verification).
     """
     cifar = len(metadata.labels) == 10 and metadata.crop_size <= 64
-    photos = data_folder.imagenet_sample_files()
+    photos = [] if cifar else data_folder.imagenet_sample_files()
     if calibration.isdigit():
         count = int(calibration)
         if cifar:
-            sources = [data for data, _ in data_folder.cifar_jpegs(count, split="train")]
+            sources = [data for data, _ in data_folder.cifar_images(count, split="train")]
             described = "CIFAR-10 training"
         else:
             sources, photos = photos[:count], photos[count:]
@@ -193,7 +193,7 @@ def image_sets(metadata: ModelMetadata, calibration: str, verify_dir: str | None
     if verify_dir:
         checks = data_folder.image_files(verify_dir, verify_count)
     elif cifar:
-        checks = [data for data, _ in data_folder.cifar_jpegs(verify_count)]
+        checks = [data for data, _ in data_folder.cifar_images(verify_count)]
     else:
         checks = photos[:verify_count]
     return _preprocessed(sources, metadata), described, _preprocessed(checks, metadata)

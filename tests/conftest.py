@@ -1,5 +1,6 @@
-"""Shared fixtures: the real data (``RESNET_LAB_DATA`` or ``../shared/data``), models built and exported once per
-session, the generated shapes dataset, and real ``bentoml serve`` processes.
+"""Shared fixtures: the real photos shipped in ``tests/data``, the data folder's datasets (``RESNET_LAB_DATA`` or
+``../shared/data``: a test needing a missing one is skipped, or fails under ``RESNET_LAB_REQUIRE_DATA=1``), models
+built and exported once per session, the generated shapes dataset, and real ``bentoml serve`` processes.
 
 Random-init networks give near-uniform scores, so the exported test models get meaningful logits: BatchNorm
 statistics calibrated on real images and a scaled classifier, which separates the top-5 clearly.
@@ -18,16 +19,20 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from PIL import Image
 
 from export import classifier as exporter
 from models import create_model
 from models.registry import FAMILY_INPUTS
+from service import imaging
 from tests.helpers import (
     COCO_SMALL_FLAGS,
     REPO_ROOT,
     SHAPES_FLAGS,
+    SHIPPED_COCO,
     bentoml_server,
     calibrate,
+    dataset,
     image_batch,
     make_shapes_split,
 )
@@ -37,41 +42,62 @@ from training.classifier import save_classifier_checkpoint
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real datasets folder described by its ``MANIFEST.md``."""
-    path = data_folder.shared_data_dir()
-    if not (path / "MANIFEST.md").is_file():
-        pytest.fail(f"real data not found at {path}; set RESNET_LAB_DATA to the shared/data folder")
-    return path
+    """The data folder, holding every dataset of ``training.data_folder.DATASETS``."""
+    for name in data_folder.DATASETS:
+        dataset(name)
+    return data_folder.data_dir()
 
 
 @pytest.fixture(scope="session")
-def imagenet_samples(data_dir: Path) -> Path:
-    return data_dir / "imagenet_samples"
+def coco_train_root() -> Path:
+    """A COCO folder with real train2017 images and their annotations (and val2017)."""
+    return dataset("coco_train").parents[1]
 
 
 @pytest.fixture(scope="session")
-def imagenet_files(imagenet_samples: Path) -> list[Path]:
-    """20 real ImageNet photos, spread over the samples (grayscale ones included)."""
-    files = data_folder.imagenet_sample_files()
-    return files[:: max(1, len(files) // 20)][:20]
+def coco_val_root() -> Path:
+    """The shipped COCO folder: 13 real val2017 photos and their official annotations (``tests/data/README.md``)."""
+    return SHIPPED_COCO
 
 
 @pytest.fixture(scope="session")
-def cifar_files(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """20 real CIFAR-10 test JPEGs (two of each class), extracted to files."""
-    folder = tmp_path_factory.mktemp("cifar_test")
+def imagenet_samples() -> Path:
+    """Real ImageNet photos in ``val/<wnid>/`` folders."""
+    return dataset("imagenet_samples")
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """The 13 real photos shipped in ``tests/data`` (COCO val2017, CC BY / CC BY-SA)."""
+    return data_folder.image_files(SHIPPED_COCO / "val2017")
+
+
+@pytest.fixture(scope="session")
+def small_photos(photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """26 small real photos (32x32 JPEGs, CIFAR-10's size): each shipped photo whole and its centre square."""
+    folder = tmp_path_factory.mktemp("small_photos")
     paths = []
-    for index, (data, _) in enumerate(data_folder.cifar_jpegs(20, data_dir)):
-        paths.append(folder / f"{index:03d}.jpg")
-        paths[-1].write_bytes(data)
+    for path in photos:
+        image = imaging.load_rgb(path)
+        side = min(image.size)
+        centre = image.crop(
+            ((image.width - side) // 2, (image.height - side) // 2, *[(d + side) // 2 for d in image.size])
+        )
+        for index, view in enumerate((image, centre)):
+            paths.append(folder / f"{path.stem}_{index}.jpg")
+            view.resize((32, 32), Image.Resampling.BICUBIC).save(paths[-1], quality=90)
     return paths
 
 
 @pytest.fixture(scope="session")
-def cifar_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real CIFAR-10 in the standard python layout, made by the shared make_cifar10.py."""
+def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real CIFAR-10 in the standard python layout: the data folder's own, or made from its JPEG copies by the shared
+    data folder's ``tools/make_cifar10.py``."""
+    found = dataset("cifar10")
+    if found.is_dir():
+        return found
     out = tmp_path_factory.mktemp("cifar10")
-    tool = data_dir.parent / "tools" / "make_cifar10.py"
+    tool = found.parents[2] / "tools" / "make_cifar10.py"
     subprocess.run([sys.executable, str(tool), str(out)], check=True, capture_output=True)
     return out
 
@@ -119,13 +145,13 @@ def shapes_detector(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
-def coco_detector(data_dir: Path, classifier_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def coco_detector(coco_train_root: Path, classifier_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder of a resnet18 C4 detector trained 8 iterations on real COCO train2017 images."""
     from detection import train
 
     run = tmp_path_factory.mktemp("coco_detector") / "run"
     backbone = ["--backbone-checkpoint", str(classifier_checkpoint)]
-    train.main(["--coco-root", str(data_dir / "coco"), "--output-dir", str(run), *backbone, *COCO_SMALL_FLAGS])
+    train.main(["--coco-root", str(coco_train_root), "--output-dir", str(run), *backbone, *COCO_SMALL_FLAGS])
     return run
 
 
@@ -149,10 +175,10 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cifar_checkpoint(cifar_files: list[Path], work_dir: Path) -> Path:
+def cifar_checkpoint(small_photos: list[Path], work_dir: Path) -> Path:
     """A cifar_resnet20 checkpoint in the project format (per-pixel mean image, as the paper)."""
     torch.manual_seed(0)
-    pixels = image_batch(cifar_files, 32, 32).float() / 255
+    pixels = image_batch(small_photos, 32, 32).float() / 255
     mean, std = pixels.mean(0), pixels.std(dim=(0, 2, 3))
     model = calibrate(create_model("cifar_resnet20"), ((pixels - mean) / std.reshape(3, 1, 1)), fc_scale=30.0)
     state = {
@@ -168,15 +194,14 @@ def cifar_checkpoint(cifar_files: list[Path], work_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def torchvision_state_dict(imagenet_samples: Path, work_dir: Path) -> Path:
-    """A torchvision-layout resnet18 state dict (random init, BN calibrated on real ImageNet photos)."""
+def torchvision_state_dict(photos: list[Path], work_dir: Path) -> Path:
+    """A torchvision-layout resnet18 state dict (random init, BN calibrated on the shipped real photos)."""
     import torchvision
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None)  # torchvision's own module: its real state-dict layout
     inputs = FAMILY_INPUTS["imagenet"]
-    files = data_folder.imagenet_sample_files()[1::9][:24]
-    pixels = image_batch(files, inputs.resize_size, inputs.crop_size).float() / 255
+    pixels = image_batch(photos, inputs.resize_size, inputs.crop_size).float() / 255
     normalised = (pixels - torch.tensor(inputs.mean).view(3, 1, 1)) / torch.tensor(inputs.std).view(3, 1, 1)
     calibrate(model, normalised, fc_scale=8.0)
     path = work_dir / "resnet18_torchvision.pth"
@@ -185,15 +210,17 @@ def torchvision_state_dict(imagenet_samples: Path, work_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cifar_export(cifar_checkpoint: Path, work_dir: Path, bentoml_home: Path) -> dict:
+def cifar_export(cifar_checkpoint: Path, small_photos: list[Path], work_dir: Path, bentoml_home: Path) -> dict:
     """``python -m export --checkpoint`` on the CIFAR checkpoint (its report; registered in the store)."""
-    return exporter.main(["--checkpoint", str(cifar_checkpoint), "--output", str(work_dir / "cifar_resnet20.onnx")])
+    argv = ["--checkpoint", str(cifar_checkpoint), "--verify-images", str(small_photos[0].parent)]
+    return exporter.main([*argv, "--output", str(work_dir / "cifar_resnet20.onnx")])
 
 
 @pytest.fixture(scope="session")
-def resnet18_export(torchvision_state_dict: Path, work_dir: Path, bentoml_home: Path) -> dict:
+def resnet18_export(torchvision_state_dict: Path, photos: list[Path], work_dir: Path, bentoml_home: Path) -> dict:
     """``python -m export --torchvision-state-dict --arch resnet18`` (1000 ImageNet classes)."""
     argv = ["--torchvision-state-dict", str(torchvision_state_dict), "--arch", "resnet18"]
+    argv += ["--verify-images", str(photos[0].parent)]
     return exporter.main([*argv, "--output", str(work_dir / "resnet18.onnx")])
 
 

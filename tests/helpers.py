@@ -16,14 +16,18 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import torch
 from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import imaging
 from tests.server import BIN, REPO_ROOT, bentoml_serve
+from training import data_folder
 
 __all__ = ["BIN", "REPO_ROOT"]
+
+SHIPPED_COCO = REPO_ROOT / "tests" / "data" / "coco"  # 13 real COCO val2017 photos and annotations (README there)
 
 # A real-COCO detector small enough for CPU CI: short side 160, RoIAlign 7x7 and 16 sampled RoIs per image keep
 # conv5_x per region cheap; the per-epoch evaluation sees 4 val2017 images with 50 proposals each.
@@ -41,6 +45,17 @@ SHAPES_FLAGS = [
     "--rpn-pre-nms-top-n-train", "1000", "--rpn-post-nms-top-n-train", "200", "--box-batch-size-per-image", "16",
     "--rpn-post-nms-top-n-test", "50",
 ]  # fmt: skip
+
+
+def dataset(name: str) -> Path:
+    """Dataset ``name`` of the data folder (``training.data_folder.DATASETS``). Without it the test is skipped with
+    one line naming the dataset and how to get it; under ``RESNET_LAB_REQUIRE_DATA=1`` (CI) it fails instead."""
+    try:
+        return data_folder.locate(name)
+    except data_folder.DataMissing as missing:
+        if os.environ.get(data_folder.REQUIRE_ENV) == "1":
+            pytest.fail(f"{missing} ({data_folder.REQUIRE_ENV}=1: nothing may be skipped)", pytrace=False)
+        pytest.skip(str(missing))
 
 
 def image_batch(files: Sequence[Path], resize: int, crop: int) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,8 @@ import pytest
 from PIL import Image
 
 from bench import readme_example as example
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, dataset
+from training import data_folder
 from training.cifar10 import load_cifar10
 
 DEFAULT_DIR = REPO_ROOT / "service" / "default_model"
@@ -26,19 +26,10 @@ def _metadata(path: Path) -> dict[str, str]:
     return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def _cifar_test_images(data_dir: Path, labels: list[str]) -> list[tuple[bytes, int]]:
-    """(JPEG bytes, class index) for the first ``PER_CLASS`` real test images of each class."""
-    archive = data_dir / "cifar10" / "cifar-10-jpeg.tar.gz"
-    if not archive.is_file():
-        pytest.fail(f"{archive} not found; set RESNET_LAB_DATA to the shared/data folder")
-    found: list[tuple[bytes, int]] = []
-    taken = dict.fromkeys(labels, 0)
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if member.isfile() and "test" in parts and parts[-2] in taken and taken[parts[-2]] < PER_CLASS:
-                taken[parts[-2]] += 1
-                found.append((tar.extractfile(member).read(), labels.index(parts[-2])))
+def _cifar_test_images(labels: list[str]) -> list[tuple[bytes, int]]:
+    """(encoded image, class index) for the first ``PER_CLASS`` real test images of each class."""
+    dataset("cifar10")
+    found = [(data, labels.index(name)) for data, name in data_folder.cifar_images(PER_CLASS * len(labels))]
     assert len(found) == PER_CLASS * len(labels)
     return found
 
@@ -68,11 +59,11 @@ def test_default_model_ships_complete_and_meets_its_card(cifar_dir: Path) -> Non
     assert float((predictions != test.labels.numpy()).mean()) == pytest.approx(card_error, abs=0.0005)
 
 
-def test_http_accuracy_on_200_real_images_equals_offline_evaluation(serve, data_dir) -> None:
+def test_http_accuracy_on_200_real_images_equals_offline_evaluation(serve) -> None:
     model_path = DEFAULT_DIR / "model.onnx"
     metadata = _metadata(model_path)
     labels = json.loads(metadata["labels"])
-    images = _cifar_test_images(data_dir, labels)
+    images = _cifar_test_images(labels)
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     batch = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1) for data, _ in images])

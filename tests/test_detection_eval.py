@@ -16,8 +16,8 @@ from detection.coco_eval import METRIC_KEYS
 
 
 @pytest.fixture(scope="module")
-def val_ann_file(data_dir: Path) -> Path:
-    return data_dir / "coco" / "annotations" / "instances_val2017.json"
+def val_ann_file(coco_val_root: Path) -> Path:
+    return coco_val_root / "annotations" / "instances_val2017.json"
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_bad_results_exit_with_a_clear_message(tmp_path, val_ann_file, ground_tr
         run_cli(tmp_path, results, val_ann_file)
 
 
-def test_missing_annotation_file_and_image_folder_exit_clearly(tmp_path, data_dir):
+def test_missing_annotation_file_and_image_folder_exit_clearly(tmp_path, coco_val_root):
     (tmp_path / "results.json").write_text("[]")
     with pytest.raises(SystemExit, match="annotation file .* not found"):
         eval_coco.main(["--results-json", str(tmp_path / "results.json"), "--ann-file", str(tmp_path / "nope.json")])
@@ -128,10 +128,10 @@ def test_missing_annotation_file_and_image_folder_exit_clearly(tmp_path, data_di
     checkpoint = tmp_path / "det.pt"
     checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="cannot read detection checkpoint"):
-        eval_coco.main(["--checkpoint", str(checkpoint), "--coco-root", str(data_dir / "coco")])
+        eval_coco.main(["--checkpoint", str(checkpoint), "--coco-root", str(coco_val_root)])
     from detection.data import coco_paths
 
     with pytest.raises(SystemExit, match="image folder .*val2017 not found"):
         coco_paths(fake_root, "val2017")
     with pytest.raises(SystemExit, match="instances_test2017.json not found"):
-        coco_paths(data_dir / "coco", "test2017")
+        coco_paths(coco_val_root, "test2017")

@@ -111,8 +111,8 @@ def test_backbone_checkpoint_carries_weights_statistics_and_normalisation(classi
         assert torch.allclose(model.backbone(x), expected, atol=1e-5)
 
 
-def test_train_cli_needs_a_backbone_source_and_a_readable_checkpoint(tmp_path, data_dir, capsys):
-    coco = str(data_dir / "coco")
+def test_train_cli_needs_a_backbone_source_and_a_readable_checkpoint(tmp_path, coco_train_root, capsys):
+    coco = str(coco_train_root)
     with pytest.raises(SystemExit, match="--backbone-checkpoint FILE .* or --from-scratch"):
         train.main(["--coco-root", coco, "--output-dir", str(tmp_path)])
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
@@ -132,8 +132,8 @@ def test_train_cli_needs_a_backbone_source_and_a_readable_checkpoint(tmp_path, d
         assert message in capsys.readouterr().err
 
 
-def test_coco_data_maps_sparse_ids_drops_crowds_and_keeps_empty_images(data_dir):
-    dataset = CocoDetectionDataset(data_dir / "coco", "train2017")
+def test_coco_data_maps_sparse_ids_drops_crowds_and_keeps_empty_images(coco_train_root):
+    dataset = CocoDetectionDataset(coco_train_root, "train2017")
     categories = dataset.categories
     assert categories.num_classes == 81 and categories.category_ids[-1] == 90
     assert [

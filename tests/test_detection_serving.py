@@ -134,16 +134,16 @@ def test_detect_refuses_bad_input_with_a_json_4xx_and_keeps_serving(shapes_serve
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_the_classify_bad_input_corpus_is_a_json_4xx_on_detect(shapes_server, imagenet_files, case: str) -> None:
+def test_the_classify_bad_input_corpus_is_a_json_4xx_on_detect(shapes_server, photos, case: str) -> None:
     def photo(index: int = 0) -> Image.Image:
-        return imaging.load_rgb(imagenet_files[index])
+        return imaging.load_rgb(photos[index])
 
     make, form, status = BAD_INPUTS[case]  # top_k is no /detect field: refused as unexpected
-    response = detect(shapes_server, make(imagenet_files, photo), **form)
+    response = detect(shapes_server, make(photos, photo), **form)
     assert response.status_code == status, response.text
     body = response.json()
     assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"]
-    assert detect(shapes_server, imagenet_files[1].read_bytes()).status_code == 200  # still serving
+    assert detect(shapes_server, photos[1].read_bytes()).status_code == 200  # still serving
 
 
 def test_info_shows_the_detector_from_the_model_store(shapes_server, shapes_onnx, bentoml_home) -> None:
@@ -167,12 +167,12 @@ def test_metrics_count_detections_and_their_latency(shapes_server, shapes_root) 
     assert metric(after, count) - metric(before, count) == len(pictures)  # one latency per answered request
 
 
-def test_overload_is_a_json_503_and_the_server_recovers(serve, shapes_onnx, data_dir) -> None:
+def test_overload_is_a_json_503_and_the_server_recovers(serve, shapes_onnx, photos) -> None:
     # One detection slot and a latency budget of a quarter of the fastest detection measured here on these photos:
     # of uploads released together, each one that reaches the slot behind another waits at least a whole detection
     # for it, four budgets, so all but those that find the slot free must be refused. Decoding and uploading a
     # photo takes a fraction of a detection, so the uploads reach the slot far closer together than one detection.
-    payloads = [path.read_bytes() for path in sorted((data_dir / "coco" / "val2017").glob("*.jpg"))[:16]]
+    payloads = [path.read_bytes() for path in photos]
     model = OnnxModel.load(shapes_onnx["output"], Settings(), DETECTION)
     seconds = []
     for data in payloads:
@@ -194,12 +194,12 @@ def test_overload_is_a_json_503_and_the_server_recovers(serve, shapes_onnx, data
         assert detect(client, payloads[1]).status_code == 200  # recovered: the slot is free again
 
 
-def test_without_a_detector_detect_is_a_503_that_says_how(serve, imagenet_files) -> None:
+def test_without_a_detector_detect_is_a_503_that_says_how(serve, photos) -> None:
     with serve("") as client:
-        response = client.post("/detect", files={"image": ("a.jpg", imagenet_files[0].read_bytes())})
+        response = client.post("/detect", files={"image": ("a.jpg", photos[0].read_bytes())})
         assert response.status_code == 503 and "RESNET_LAB_DETECTOR" in response.json()["error"]
         assert client.get("/info").json()["detector"] is None
-        assert client.post("/classify", files={"image": ("a.jpg", imagenet_files[0].read_bytes())}).status_code == 200
+        assert client.post("/classify", files={"image": ("a.jpg", photos[0].read_bytes())}).status_code == 200
 
 
 def test_demo_page_and_script_are_served(shapes_server: httpx.Client) -> None:
@@ -233,9 +233,9 @@ def test_checkpoint_onnx_and_server_score_the_same_ap(
         assert served[key] == pytest.approx(onnx_file[key], abs=SHAPES_AP_TOLERANCE), key
 
 
-def test_real_coco_val_runs_through_all_three_paths(coco_detector, data_dir, serve, tmp_path, bentoml_home):
+def test_real_coco_val_runs_through_all_three_paths(coco_detector, coco_train_root, serve, tmp_path, bentoml_home):
     # an 8-iteration detector scores low: the graph and the evaluation keep every detection so COCOeval has work
-    coco, keep_all = data_dir / "coco", ["--score-threshold", "0"]
+    coco, keep_all = coco_train_root, ["--score-threshold", "0"]
     detector = exported(coco_detector, tmp_path / "coco.onnx", "--no-register", *keep_all)["output"]
     checkpoint = [*keep_all, "--checkpoint", str(coco_detector / "checkpoints" / "last.pt")]
     results = {

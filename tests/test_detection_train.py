@@ -29,9 +29,9 @@ def steps(run_dir: Path, name: str) -> list[int]:
 
 
 def test_real_coco_training_loss_falls_resumes_exactly_and_val2017_evaluates(
-    tmp_path, data_dir, classifier_checkpoint, coco_detector
+    tmp_path, coco_train_root, classifier_checkpoint, coco_detector
 ):
-    coco = data_dir / "coco"
+    coco = coco_train_root
     run, straight = tmp_path / "run", coco_detector  # the same 8 iterations, interrupted and resumed / straight
     common = ["--coco-root", str(coco), *COCO_SMALL_FLAGS]
     backbone = ["--backbone-checkpoint", str(classifier_checkpoint)]

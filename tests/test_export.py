@@ -83,7 +83,9 @@ def test_torchvision_state_dict_export_has_imagenet_labels(resnet18_export, torc
     assert report["verify"]["images"] == 8 and report["verify"]["max_abs_diff"] <= report["verify"]["tolerance"]
 
 
-def test_verification_mismatch_exits_and_writes_nothing(monkeypatch, tmp_path, cifar_export, cifar_checkpoint) -> None:
+def test_verification_mismatch_exits_and_writes_nothing(
+    monkeypatch, tmp_path, cifar_export, cifar_checkpoint, small_photos
+) -> None:
     spec = exporter.spec_from_checkpoint(cifar_checkpoint)
     good_graph = Path(cifar_export["output"]).read_bytes()
     with torch.no_grad():  # the graph no longer matches the PyTorch model it claims to be
@@ -91,7 +93,7 @@ def test_verification_mismatch_exits_and_writes_nothing(monkeypatch, tmp_path, c
     monkeypatch.setattr(exporter, "export_onnx_bytes", lambda classifier, crop: good_graph)
     output = tmp_path / "model.onnx"
     with pytest.raises(SystemExit, match="verification FAILED"):
-        exporter.export(spec, output, register=False)
+        exporter.export(spec, output, verify_dir=small_photos[0].parent, register=False)
     assert not output.exists() and not list(tmp_path.iterdir())
 
 

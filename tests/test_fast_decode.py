@@ -33,8 +33,8 @@ def test_fast_path_moves_phone_photo_pixels_by_a_fraction_of_a_grey_level() -> N
     assert min(differences) > 0  # the fast path did engage
 
 
-def test_fast_path_engages_only_for_large_jpegs(imagenet_files) -> None:
-    photo = imagenet_files[0]  # 500x375: under 2 x 4 x 256 on its shorter side
+def test_fast_path_engages_only_for_large_jpegs(photos) -> None:
+    photo = photos[0]  # 500x375: under 2 x 4 x 256 on its shorter side
     assert np.array_equal(imaging.preprocess(photo, 256, 224), imaging.preprocess(photo, 256, 224, fast=True))
     big = uploads.phone_photo(photo)
     assert imaging.load_rgb(big, min_side=4 * 256).size == (2016, 1512)  # 1/2 scale keeps >= 1024 on the short side

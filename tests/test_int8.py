@@ -57,7 +57,7 @@ def test_a_quantization_that_misses_the_bar_writes_nothing(tmp_path) -> None:
     assert not output.exists()
 
 
-def test_checkpoint_exported_as_int8_is_served_and_says_so(trained_cifar_run, serve, cifar_files, tmp_path) -> None:
+def test_checkpoint_exported_as_int8_is_served_and_says_so(trained_cifar_run, serve, small_photos, tmp_path) -> None:
     # The checkpoint route's plumbing (quantize, verify, write, serve). The run is trained for one epoch only: its
     # logits are nearly tied, so whether int8 keeps each top-1 depends on the CPU's integer kernels. The bars are off
     # here; int8 quality is tested on the trained default model above.
@@ -72,7 +72,7 @@ def test_checkpoint_exported_as_int8_is_served_and_says_so(trained_cifar_run, se
     with serve(output) as client:
         info = client.get("/info").json()
         assert info["precision"] == "int8" and info["model"] == "cifar_resnet20"
-        for path in cifar_files[:10]:
+        for path in small_photos[:10]:
             answer = client.post("/classify", files={"image": ("x.jpg", path.read_bytes())}, data={"top_k": "10"})
             served = {p["index"]: p["score"] for p in answer.json()["predictions"]}
             logits = session.run(["logits"], {"images": preprocess(path, 32, 32)[None]})[0][0].astype(np.float64)

@@ -40,9 +40,9 @@ def cifar_server(serve, cifar_export) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def photo(imagenet_files) -> Callable[[int], Image.Image]:
+def photo(photos) -> Callable[[int], Image.Image]:
     """The index-th real ImageNet photo, decoded."""
-    return lambda index=0: imaging.load_rgb(imagenet_files[index])
+    return lambda index=0: imaging.load_rgb(photos[index])
 
 
 def classify(client: httpx.Client, data: bytes, name: str = "upload.bin", **form: str) -> httpx.Response:
@@ -75,9 +75,9 @@ def test_info_health_and_metrics(imagenet_server: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_a_json_4xx(imagenet_server: httpx.Client, imagenet_files, photo, case: str) -> None:
+def test_bad_input_is_a_json_4xx(imagenet_server: httpx.Client, photos, photo, case: str) -> None:
     make, form, status = BAD_INPUTS[case]
-    response = classify(imagenet_server, make(imagenet_files, photo), **form)
+    response = classify(imagenet_server, make(photos, photo), **form)
     assert response.status_code == status, response.text
     body = response.json()
     assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"]
@@ -168,26 +168,26 @@ def _check_parity(client: httpx.Client, classifier: torch.nn.Module, files, resi
     assert expected_score[:, 0].mean() > 0.05
 
 
-def test_parity_with_pytorch_on_imagenet_photos(imagenet_server, imagenet_files, torchvision_state_dict) -> None:
+def test_parity_with_pytorch_on_real_photos(imagenet_server, photos, torchvision_state_dict) -> None:
     classifier = exporter.spec_from_torchvision(torchvision_state_dict, "resnet18", None).classifier
-    _check_parity(imagenet_server, classifier, imagenet_files, 256, 224)
-    body = classify(imagenet_server, imagenet_files[0].read_bytes()).json()
+    _check_parity(imagenet_server, classifier, photos, 256, 224)
+    body = classify(imagenet_server, photos[0].read_bytes()).json()
     names = imagenet.imagenet_classes()[1]
     assert all(p["label"] == names[p["index"]] for p in body["predictions"])
 
 
-def test_parity_with_pytorch_on_cifar_test_images(cifar_server, cifar_files, cifar_checkpoint) -> None:
+def test_parity_with_pytorch_on_small_real_photos(cifar_server, small_photos, cifar_checkpoint) -> None:
     classifier = classifier_from_checkpoint(load_classifier_checkpoint(cifar_checkpoint))
-    _check_parity(cifar_server, classifier, cifar_files, 32, 32)
+    _check_parity(cifar_server, classifier, small_photos, 32, 32)
     info = cifar_server.get("/info").json()
     assert info["model"] == "cifar_resnet20" and info["decode"] == "exact"  # 32 px inputs: the exact path
 
 
-def test_concurrent_requests_go_through_the_batching_queue(cifar_server: httpx.Client, cifar_files) -> None:
+def test_concurrent_requests_go_through_the_batching_queue(cifar_server: httpx.Client, small_photos) -> None:
     # Whether requests merge depends on timing; that the queue merges is tested in-process
     # (tests/test_service_parts.py). Here: every request passes through it and is counted, whatever the batching.
     before = cifar_server.get("/info").json()["batches"]["images"]
-    payloads = [path.read_bytes() for path in cifar_files] * 3
+    payloads = [path.read_bytes() for path in small_photos] * 3
     with ThreadPoolExecutor(max_workers=24) as pool:
         responses = list(pool.map(lambda data: classify(cifar_server, data), payloads))
     assert all(response.status_code == 200 for response in responses)
@@ -199,12 +199,12 @@ def test_concurrent_requests_go_through_the_batching_queue(cifar_server: httpx.C
     assert metric(metrics, "resnet_lab_batch_size_count", endpoint="classify") == batches["count"]
 
 
-def test_overload_is_a_json_503_and_the_server_recovers(serve, cifar_export, cifar_files) -> None:
+def test_overload_is_a_json_503_and_the_server_recovers(serve, cifar_export, small_photos) -> None:
     # A 1 ms latency budget: BentoML's batching queue drops what it cannot answer in time; those requests get a
     # JSON 503 (never a 500) and the server keeps answering. Sequential requests first take the queue through its
     # cost-model training (one at a time, nothing queues); then one burst released by a barrier, so requests
     # must queue behind each other and any that waits 1 ms is dropped.
-    payloads = [path.read_bytes() for path in cifar_files] * 2
+    payloads = [path.read_bytes() for path in small_photos] * 2
     with serve(cifar_export["output"], RESNET_LAB_MAX_LATENCY_MS="1") as client:
         warm = [classify(client, payloads[0]).status_code for _ in range(15)]
         assert 200 in warm, warm

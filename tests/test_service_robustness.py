@@ -113,8 +113,8 @@ def _worker(client: httpx.Client) -> psutil.Process:
     raise AssertionError("no BentoML worker process found")
 
 
-def test_the_server_answers_again_after_its_worker_is_killed_under_load(serve, cifar_export, cifar_files) -> None:
-    uploads = [path.read_bytes() for path in cifar_files]
+def test_the_server_answers_again_after_its_worker_is_killed_under_load(serve, cifar_export, small_photos) -> None:
+    uploads = [path.read_bytes() for path in small_photos]
     with serve(cifar_export["output"]) as client:
         killed = _worker(client)
         stop = threading.Event()
