@@ -84,9 +84,8 @@ def pixel_differences(photos: Iterable[bytes], resize: int = 256, crop: int = 22
     ]
 
 
-def phone_photos(count: int | None = None) -> list[bytes]:
-    """Real ImageNet photos made phone-sized, every other one stored sideways with EXIF orientation 6."""
-    files = data_folder.imagenet_sample_files(count)
+def phone_photos(files: list[Path]) -> list[bytes]:
+    """Real photos made phone-sized, every other one stored sideways with EXIF orientation 6."""
     return [uploads.phone_photo(path, orientation=6 if index % 2 else 1) for index, path in enumerate(files)]
 
 
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     test = load_cifar10(args.cifar_dir, train=False)
     cifar = answers((upscaled_jpeg(image) for image in test.images.numpy()), test.labels.numpy())
-    photos = phone_photos()
+    photos = phone_photos(data_folder.imagenet_sample_files())
     differences, milliseconds = pixel_differences(photos), decode_times(photos)
     rows = [
         {"measure": f"default model error, {cifar['images']:,} CIFAR-10 test images x{UPSCALE} (JPEG q90)",

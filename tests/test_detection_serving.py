@@ -25,16 +25,20 @@ from service.contract import DETECTION
 from service.runtime import OnnxModel
 from service.settings import Settings
 from tests.fuzz_requests import request as fuzz_request
-from tests.helpers import BAD_INPUTS, SHAPE_CATEGORIES, UPLOAD_LIMIT, burst, encode, metric
+from tests.helpers import BAD_INPUTS, SHAPE_CATEGORIES, SHIPPED_COCO, UPLOAD_LIMIT, burst, encode, metric
 
 SHAPES_AP_TOLERANCE = 0.005
 
 
 def exported(run: Path, output: Path, *extra: str) -> dict:
-    """``python -m export`` of a run's last checkpoint (verified on real COCO val images)."""
-    return detection_export.main(
-        ["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output), *extra]
-    )
+    """``python -m export`` of a run's last checkpoint (verified on the shipped real COCO val photos)."""
+    checkpoint = [
+        "--checkpoint",
+        str(run / "checkpoints" / "last.pt"),
+        "--verify-images",
+        str(SHIPPED_COCO / "val2017"),
+    ]
+    return detection_export.main([*checkpoint, "--output", str(output), *extra])
 
 
 @pytest.fixture(scope="module")

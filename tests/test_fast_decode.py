@@ -27,8 +27,8 @@ def test_fast_path_keeps_the_default_models_answers_on_upscaled_cifar(cifar_dir)
     assert abs(measured["fast_error"] - measured["exact_error"]) <= CIFAR_ERROR_POINTS / 100
 
 
-def test_fast_path_moves_phone_photo_pixels_by_a_fraction_of_a_grey_level() -> None:
-    differences = decode_check.pixel_differences(decode_check.phone_photos(20))
+def test_fast_path_moves_phone_photo_pixels_by_a_fraction_of_a_grey_level(photos) -> None:
+    differences = decode_check.pixel_differences(decode_check.phone_photos(photos))
     assert max(differences) < PHONE_PIXEL_BOUND, differences
     assert min(differences) > 0  # the fast path did engage
 

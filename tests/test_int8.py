@@ -49,11 +49,11 @@ def test_the_default_model_in_int8_keeps_its_error_within_half_a_point(cifar_dir
     assert abs(int8_error - fp32_error) <= 0.005 and (int8_top1 == fp32_top1).mean() >= 0.97
 
 
-def test_a_quantization_that_misses_the_bar_writes_nothing(tmp_path) -> None:
-    output = tmp_path / "int8.onnx"
+def test_a_quantization_that_misses_the_bar_writes_nothing(tmp_path, small_photos) -> None:
+    output, photos = tmp_path / "int8.onnx", str(small_photos[0].parent)
     with pytest.raises(SystemExit, match="int8 verification FAILED"):
-        int8.main(["--model", str(DEFAULT_MODEL), "--output", str(output), "--calibration-images", "64",
-                   "--min-agreement", "1.01"])  # fmt: skip
+        int8.main(["--model", str(DEFAULT_MODEL), "--output", str(output), "--calibration-images", photos,
+                   "--verify-images", photos, "--min-agreement", "1.01"])  # fmt: skip
     assert not output.exists()
 
 
