@@ -9,7 +9,7 @@ PORT ?= 3000
 # pip repeats a harmless warning for each package mirror that lacks a project; keep real errors.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: venv test lint serve summary clean
+.PHONY: venv test lint serve summary data clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "resnet-lab needs Python 3.11"'
@@ -25,6 +25,10 @@ lint: venv
 
 test: lint
 	$(BIN)/python -m pytest
+
+# CIFAR-10 and COCO val2017 photos from their public hosts into data/ (then: export RESNET_LAB_DATA=$PWD/data).
+data: venv
+	$(BIN)/python -m training.download_data --output-dir data
 
 summary: venv
 	$(BIN)/python -m models.summary
