@@ -19,6 +19,7 @@ from pathlib import Path
 from report.provenance import REPO_ROOT
 from tests.server import bentoml_serve
 from training import cli
+from training.errors import UsageError
 
 OUT = REPO_ROOT / "docs" / "figures" / "demo.png"
 CHROMIUM_FLAGS = [  # what this sandbox needs; no background network, no first-run chatter
@@ -43,7 +44,7 @@ def screenshot(detector: Path, image: Path, out: Path = OUT) -> Path:
     """Serve, load the page in Chromium with ``?image=``, save the PNG."""
     browser = shutil.which("chromium")
     if browser is None:
-        raise SystemExit("chromium not found: apt-get install chromium (Debian's package)")
+        raise UsageError("chromium not found: apt-get install chromium (Debian's package)")
     work = Path(tempfile.mkdtemp(prefix="demo-shot-"))
     shutil.copyfile(image, work / image.name)
     files = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CorsHandler, directory=str(work)))
@@ -75,4 +76,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -36,8 +36,9 @@ from service.contract import DETECTION
 from service.runtime import OnnxModel
 from service.settings import Settings
 from tests.server import bentoml_serve
-from training import data_folder
+from training import cli, data_folder
 from training.checkpoint import save_checkpoint
+from training.errors import UsageError
 
 COCO_IDS = list(range(1, 81))  # 80 categories; random weights, so which ids does not matter
 COLUMNS = [
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_flush_denormal(True)
     files = data_folder.coco_val_files(args.images)
     if not files:
-        raise SystemExit(f"no COCO val2017 images under {data_folder.data_dir()}; set RESNET_LAB_DATA")
+        raise UsageError(f"no COCO val2017 images under {data_folder.data_dir()}; set RESNET_LAB_DATA")
     work = Path(tempfile.mkdtemp(prefix="detect-speed-"))
     rows = [row for recipe in args.recipes for row in measure(recipe, args, files, work)]
     reference = get_recipe(args.recipes[0])
@@ -162,4 +163,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -33,7 +33,7 @@ async def drive(
                 async with session.post(route, data=form) as response:
                     await response.read()
                     if response.status != 200:
-                        raise SystemExit(f"{url}{route} answered {response.status}")
+                        raise RuntimeError(f"{url}{route} answered {response.status}")
                 latencies.append(time.perf_counter() - started)
 
         started = time.perf_counter()

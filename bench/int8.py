@@ -30,7 +30,7 @@ from service import imaging
 from service.runtime import DEFAULT_MODEL, OnnxModel
 from service.settings import Settings
 from tests.server import bentoml_serve
-from training import data_folder
+from training import cli, data_folder
 
 COLUMNS = [
     Column("model", "model"),
@@ -127,4 +127,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -69,6 +69,11 @@ def split(folder: Path, mib: float) -> list[Path]:
     return pieces
 
 
+class WheelsRefused(Exception):
+    """A folder that cannot be joined; the message says what to copy again. (No project import: this runs on
+    machines where only the standard library is installed.)"""
+
+
 def _matches(data: bytes, entry: dict) -> bool:
     return len(data) == entry["bytes"] and hashlib.sha256(data).hexdigest() == entry["sha256"]
 
@@ -76,7 +81,7 @@ def _matches(data: bytes, entry: dict) -> bool:
 def join(folder: Path) -> list[Path]:
     """Reassemble the wheels the manifest lists; refuse a missing piece or a wrong size or hash."""
     if not folder.is_dir():
-        raise SystemExit(f"{folder}: no such folder")
+        raise WheelsRefused(f"{folder}: no such folder")
     joined = []
     for name, entry in _manifest(folder).items():
         target = folder / name
@@ -86,12 +91,12 @@ def join(folder: Path) -> list[Path]:
         pieces = [folder / piece for piece in _piece_names(name, entry["parts"])]
         missing = [piece.name for piece in pieces if not piece.is_file()]
         if missing:
-            raise SystemExit(
+            raise WheelsRefused(
                 f"{name}: missing {', '.join(missing)} in {folder}; copy every piece {MANIFEST} lists there first"
             )
         data = b"".join(piece.read_bytes() for piece in pieces)
         if not _matches(data, entry):
-            raise SystemExit(
+            raise WheelsRefused(
                 f"{name}: the pieces make {len(data)} bytes with SHA-256 {hashlib.sha256(data).hexdigest()}, "
                 f"{MANIFEST} says {entry['bytes']} bytes with {entry['sha256']}: a piece is damaged or from another "
                 "download; copy the pieces again"
@@ -136,4 +141,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except WheelsRefused as refused:
+        print(f"error: {refused}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -32,7 +32,8 @@ from report.bench_file import Column, write_results
 from service.runtime import OnnxModel, choose_providers
 from service.settings import Settings
 from tests.server import LocalServer, bentoml_serve
-from training import data_folder
+from training import cli, data_folder
+from training.errors import UsageError
 
 COLUMNS = [
     Column("system", "system"),
@@ -56,7 +57,7 @@ def row(system: str, size: int, images_per_s: float, latencies: list[float], pro
 def require_provider(providers: list[str], wanted: str, what: str) -> None:
     """Stop the run unless ``wanted`` is the provider ORT really put first."""
     if not providers or providers[0] != wanted:
-        raise SystemExit(
+        raise UsageError(
             f"{what} runs on {providers}, not {wanted}: a silent fallback (is the GPU visible, are the CUDA "
             "libraries on the loader path?)"
         )
@@ -164,4 +165,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

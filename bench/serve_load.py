@@ -44,7 +44,8 @@ from bench import uploads
 from bench.http_load import load
 from report.bench_file import Column, write_results
 from tests.server import LocalServer, bentoml_serve
-from training import data_folder
+from training import cli, data_folder
+from training.errors import UsageError
 
 KINDS = ("imagenet", "phone", "png", "mix")
 COLUMNS = [
@@ -69,7 +70,7 @@ def upload_kinds(count: int) -> dict[str, list[bytes]]:
 
     files = data_folder.imagenet_sample_files(count)
     if not files:
-        raise SystemExit(f"no ImageNet samples under {data_folder.data_dir()}; set RESNET_LAB_DATA")
+        raise UsageError(f"no ImageNet samples under {data_folder.data_dir()}; set RESNET_LAB_DATA")
     imagenet = [path.read_bytes() for path in files]
     phone = [uploads.phone_photo(path, orientation=6 if index % 2 else 1) for index, path in enumerate(files[:16])]
     png = []
@@ -284,4 +285,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -26,6 +26,7 @@ import psutil
 from report.bench_file import Column, write_results
 from tests.server import LocalServer, bentoml_serve
 from training import data_folder
+from training.errors import UsageError
 
 COLUMNS = [
     Column("requests", "requests", ","),
@@ -56,7 +57,7 @@ def find_worker(server: LocalServer, timeout: float = 60) -> psutil.Process:
         if len(workers) == 1:
             return workers[0]
         time.sleep(0.5)
-    raise SystemExit(f"no single worker of server pid {server.process.pid} loaded onnxruntime within {timeout:.0f} s")
+    raise RuntimeError(f"no single worker of server pid {server.process.pid} loaded onnxruntime within {timeout:.0f} s")
 
 
 def memory(process: psutil.Process) -> dict[str, float]:
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     images = [path.read_bytes() for path in data_folder.imagenet_sample_files(args.photos)]
     if not images:
-        raise SystemExit(f"no ImageNet samples under {data_folder.data_dir()}; set RESNET_LAB_DATA")
+        raise UsageError(f"no ImageNet samples under {data_folder.data_dir()}; set RESNET_LAB_DATA")
     with bentoml_serve(env, work / "server.log") as server:
         worker = find_worker(server)
         print(f"worker pid {worker.pid}: {args.requests:,} requests, {args.concurrency} clients", flush=True)

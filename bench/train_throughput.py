@@ -31,7 +31,7 @@ from torchvision import transforms as T
 
 from models import create_model
 from report.bench_file import BENCH_DIR, Column, write_results
-from training import cifar10, imagenet
+from training import cifar10, cli, imagenet
 from training.steps import train_step
 
 CIFAR_MEAN, CIFAR_STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
@@ -277,4 +277,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 
 from service import imaging
 from training.distributed import Context
+from training.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,16 @@ def coco_paths(root: str | Path, split: str) -> CocoPaths:
     root = Path(root)
     paths = CocoPaths(root / "annotations" / f"instances_{split}.json", root / split)
     if not root.is_dir():
-        raise SystemExit(
+        raise UsageError(
             f"COCO root {root} does not exist; pass --coco-root pointing at the folder holding annotations/"
         )
     if not paths.ann_file.is_file():
-        raise SystemExit(
+        raise UsageError(
             f"annotation file {paths.ann_file} not found; the standard COCO layout is "
             f"<root>/annotations/instances_{split}.json (check --coco-root and --split)"
         )
     if not paths.image_dir.is_dir():
-        raise SystemExit(f"image folder {paths.image_dir} not found; COCO images go in <root>/{split}/*.jpg")
+        raise UsageError(f"image folder {paths.image_dir} not found; COCO images go in <root>/{split}/*.jpg")
     return paths
 
 
@@ -135,11 +136,11 @@ class CocoDetectionDataset(Dataset):
         image_id = self.image_ids[index]
         path = self.paths.image_dir / self.coco.loadImgs(image_id)[0]["file_name"]
         if not path.is_file():
-            raise SystemExit(f"image {path} listed in the annotations is missing from the image folder")
+            raise UsageError(f"image {path} listed in the annotations is missing from the image folder")
         try:
             image = v2.functional.to_image(imaging.load_rgb(path))
         except imaging.ImageRejected as error:
-            raise SystemExit(f"cannot read image {path} ({error}); delete or replace it") from None
+            raise UsageError(f"cannot read image {path} ({error}); delete or replace it") from None
         height, width = image.shape[-2:]
         target = self.target_for(self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id)), image_id, height, width)
         if self._flips(image_id):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from training.errors import UsageError
+
 
 @dataclass(frozen=True)
 class DetectionRecipe:
@@ -91,4 +93,4 @@ def get_recipe(name: str) -> DetectionRecipe:
     try:
         return RECIPES[name]
     except KeyError:
-        raise SystemExit(f"unknown detection recipe {name!r}; choose from: {', '.join(RECIPES)}") from None
+        raise UsageError(f"unknown detection recipe {name!r}; choose from: {', '.join(RECIPES)}") from None

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,10 +29,26 @@ from detection.model import build_detector, evaluating, fresh_backbone, prepare_
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe
 from detection.schedule import WarmupStepSchedule
 from training import cli, distributed, engine
+from training.errors import UsageError
 from training.plot import plot_losses
 from training.run_folder import RunFolder
 
 SUBSET_SEED = 0  # fixed, so --val-split holds out the same images whatever --seed is
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectionTrainOptions(cli.RunOptions):
+    """One detection run (``python -m detection.train`` flags); ``recipe_fields`` override the recipe's."""
+
+    coco_root: Path
+    recipe: str = "coco_resnet50_c4"
+    backbone_checkpoint: Path | None = None  # a classification checkpoint of training.train; or from_scratch
+    from_scratch: bool = False
+    recipe_fields: dict[str, Any] = field(default_factory=dict)
+
+    def recorded(self) -> dict[str, Any]:
+        """As ``RunOptions.recorded``; the recipe itself, fields included, is in the checkpoint already."""
+        return {name: value for name, value in super().recorded().items() if name != "recipe_fields"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,40 +58,56 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train Faster R-CNN on COCO. Recipes: " + ", ".join(RECIPES),
         formatter_class=cli.HelpFormatter,
     )
-    parser.add_argument("--recipe", default="coco_resnet50_c4", choices=sorted(RECIPES), help="detection recipe")
+    parser.add_argument(
+        "--recipe", choices=sorted(RECIPES), help=f"detection recipe (default: {DetectionTrainOptions.recipe})"
+    )
     cli.add_coco_root_argument(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--backbone-checkpoint", help="classification checkpoint written by training.train")
-    source.add_argument("--from-scratch", action="store_true", help="random backbone (--arch or the recipe's)")
+    source.add_argument(
+        "--from-scratch", action="store_true", default=None, help="random backbone (--arch or the recipe's)"
+    )
     cli.add_run_arguments(parser)
-    cli.add_recipe_arguments(parser, DetectionRecipe, skip=("name", "batch_size"))
+    # --batch-size and --lr are the shared run flags: the recipe's base_lr is the lr at base_batch_size, scaled
+    # linearly to the batch unless --lr sets the lr itself
+    cli.add_recipe_arguments(parser, DetectionRecipe, skip=("name", "batch_size", "base_lr"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Train; returns the last epoch's metrics row."""
+    """CLI: parse the flags (``--resume`` alone takes the rest from the run folder), train; the last metrics row."""
     args = build_parser().parse_args(argv)
-    if not args.coco_root:
-        raise SystemExit(
+    args.recipe_fields = cli.recipe_overrides(args, DetectionRecipe)
+    if not args.coco_root and not args.resume:
+        raise UsageError(
             f"--coco-root is required (the folder holding annotations/ and the split folders), or set {cli.COCO_ENV}"
         )
-    context = distributed.setup(args.device, fixed_input_sizes=False)  # images differ in size
+    recorded = engine.recorded_options(args.output_dir, load_detection_checkpoint) if args.resume else None
+    return train(cli.options_from_args(DetectionTrainOptions, args, recorded))
+
+
+def train(options: DetectionTrainOptions) -> dict[str, Any]:
+    """Train (one process, or one rank under ``torchrun``); returns the last epoch's metrics row."""
+    context = distributed.setup(options.device, fixed_input_sizes=False)  # images differ in size
     try:
-        return _train(args, context)
+        return _train(options, context)
     finally:
         distributed.cleanup()
 
 
-def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, Any]:
-    run = RunFolder(args.output_dir)
-    resumed, options = engine.start(args, run, load_detection_checkpoint)
-    recipe = _recipe(args, resumed)
-    engine.seed_process(options.get("seed", 0), context)
-    train_set, val_set, test_set = _datasets(args.coco_root, recipe, options, args.max_eval_samples)
-    model, backbone, recipe = _model(args, recipe, resumed, train_set.categories.num_classes)
-    task = build_task(args, recipe, model, backbone, (train_set, val_set, test_set), options, context)
+def _train(options: DetectionTrainOptions, context: distributed.Context) -> dict[str, Any]:
+    run = RunFolder(options.output_dir)
+    resumed, overrides = engine.start(options, run, load_detection_checkpoint)
+    recipe = _recipe(options, resumed)
+    engine.seed_process(overrides.get("seed", 0), context)
+    train_set, val_set, test_set = _datasets(options.coco_root, recipe, overrides, options.max_eval_samples)
+    model, backbone, recipe = _model(options, recipe, resumed, train_set.categories.num_classes)
+    task = build_task(options, recipe, model, backbone, (train_set, val_set, test_set), overrides, context)
     plan = engine.Plan(
-        math.ceil(recipe.max_iters / task.steps_per_epoch), recipe.max_iters, args.log_every, args.stop_after_epochs
+        math.ceil(recipe.max_iters / task.steps_per_epoch),
+        recipe.max_iters,
+        options.log_every,
+        options.stop_after_epochs,
     )
     if context.is_main:
         print(
@@ -85,15 +119,15 @@ def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, 
     row = engine.fit(task, plan, run, context, resumed)
     if context.is_main:
         plot_losses(run.root, run.root / "loss.png")
-        print(f"evaluate with: python detection/eval_coco.py --checkpoint {run.last} --coco-root {args.coco_root}")
+        print(f"evaluate with: python detection/eval_coco.py --checkpoint {run.last} --coco-root {options.coco_root}")
     return row
 
 
-def _recipe(args: argparse.Namespace, resumed: dict[str, Any] | None) -> DetectionRecipe:
+def _recipe(options: DetectionTrainOptions, resumed: dict[str, Any] | None) -> DetectionRecipe:
     """The named (or resumed) recipe with the fields given now; a new short run keeps its warm-up to a quarter."""
-    given = cli.recipe_overrides(args, DetectionRecipe)
+    given = options.recipe_fields
     if resumed is None:
-        recipe = get_recipe(args.recipe).override(**given)
+        recipe = get_recipe(options.recipe).override(**given)
         if "max_iters" in given and "warmup_iters" not in given:
             recipe = recipe.override(warmup_iters=min(recipe.warmup_iters, max(1, recipe.max_iters // 4)))
         return recipe
@@ -101,14 +135,14 @@ def _recipe(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Detecti
 
 
 def _datasets(
-    coco_root: str, recipe: DetectionRecipe, options: dict[str, Any], max_eval: int | None
+    coco_root: Path, recipe: DetectionRecipe, options: dict[str, Any], max_eval: int | None
 ) -> tuple[CocoDetectionDataset, CocoDetectionDataset | None, CocoDetectionDataset]:
     """Training images (minus the held-out validation ones) with flips, and the evaluation sets."""
     train = CocoDetectionDataset(coco_root, recipe.train_split, recipe.horizontal_flip, options.get("seed", 0))
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SUBSET_SEED)).tolist()
     held_out = options.get("val_split") or 0
     if not 0 <= held_out < len(train):
-        raise SystemExit(f"--val-split must be in [0, {len(train)}), got {held_out}")
+        raise UsageError(f"--val-split must be in [0, {len(train)}), got {held_out}")
     val_ids = sorted(train.image_ids[index] for index in order[:held_out])
     train_ids = sorted(train.image_ids[index] for index in order[held_out:])[: options.get("max_train_samples")]
     test = CocoDetectionDataset(coco_root, recipe.test_split)
@@ -117,7 +151,7 @@ def _datasets(
 
 
 def _model(
-    args: argparse.Namespace, recipe: DetectionRecipe, resumed: dict[str, Any] | None, num_classes: int
+    options: DetectionTrainOptions, recipe: DetectionRecipe, resumed: dict[str, Any] | None, num_classes: int
 ) -> tuple[nn.Module, dict[str, Any], DetectionRecipe]:
     """The detector, what its checkpoint keeps about the backbone, and the recipe (whose ``arch`` a backbone
     checkpoint sets), from a resumed run, a classification checkpoint or scratch."""
@@ -125,18 +159,19 @@ def _model(
         model, _ = detector_from_checkpoint(resumed)
         kept = {key: resumed[key] for key in ("arch", "model_options", "image_mean", "image_std", "backbone")}
         return model, kept, recipe
-    if args.backbone_checkpoint:
-        net, backbone = load_backbone(args.backbone_checkpoint)
-        if args.arch and args.arch != backbone["arch"]:
-            raise SystemExit(f"--arch {args.arch} disagrees with the backbone checkpoint's {backbone['arch']}")
+    if options.backbone_checkpoint:
+        net, backbone = load_backbone(options.backbone_checkpoint)
+        arch = options.recipe_fields.get("arch")
+        if arch and arch != backbone["arch"]:
+            raise UsageError(f"--arch {arch} disagrees with the backbone checkpoint's {backbone['arch']}")
         recipe = recipe.override(arch=backbone["arch"])
         net = prepare_backbone(net, recipe)
-    elif args.from_scratch:
+    elif options.from_scratch:
         backbone = {"arch": recipe.arch, "model_options": {}, "image_mean": None, "image_std": None}
         backbone["backbone"] = "scratch"
         net = fresh_backbone(recipe.arch, {}, recipe)
     else:
-        raise SystemExit(
+        raise UsageError(
             "say where the backbone comes from: --backbone-checkpoint FILE (a classification checkpoint written by "
             "`python -m training.train`) or --from-scratch"
         )
@@ -148,15 +183,18 @@ def _model(
 Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]
 
 
-def loss_step(train_model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[Batch], engine.StepStats]:
-    """One SGD step on the sum of Faster R-CNN's four losses; the statistics are each loss summed over images."""
+def loss_step(
+    train_model: nn.Module, optimizer: torch.optim.Optimizer, context: distributed.Context
+) -> Callable[[Batch], engine.StepStats]:
+    """One SGD step on the sum of Faster R-CNN's four losses; the statistics are each loss summed over images. A
+    loss that is not finite on any rank stops every rank at the same step."""
 
     def step(batch: Batch) -> engine.StepStats:
         images, targets = batch
         losses = train_model(images, targets)
         loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise SystemExit(f"the loss became {loss.item()}; lower --lr")
+        if not distributed.all_true(torch.isfinite(loss), context):
+            raise UsageError(f"the loss stopped being finite (rank {context.rank}: {loss.item()}); lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -167,12 +205,12 @@ def loss_step(train_model: nn.Module, optimizer: torch.optim.Optimizer) -> Calla
 
 
 def build_task(
-    args: argparse.Namespace,
+    options: DetectionTrainOptions,
     recipe: DetectionRecipe,
     model: nn.Module,
     backbone: dict[str, Any],
     datasets: tuple[CocoDetectionDataset, CocoDetectionDataset | None, CocoDetectionDataset],
-    options: dict[str, Any],
+    overrides: dict[str, Any],
     context: distributed.Context,
 ) -> engine.Task:
     """The detection side of the engine: SGD on the trainable parameters, warm-up + steps, losses, COCOeval."""
@@ -180,17 +218,17 @@ def build_task(
     per_rank = engine.batch_per_rank(recipe.batch_size, context)
     model.to(context.device)
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    base_lr = options.get("lr") or recipe.scaled_lr()
+    base_lr = overrides.get("lr") or recipe.scaled_lr()
     optimizer = torch.optim.SGD(parameters, lr=base_lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     train_model = distributed.wrap(model, context, sync_batchnorm=recipe.norm == "batch")
-    batches = DetectionBatches(train_set, per_rank, context, args.workers)
+    batches = DetectionBatches(train_set, per_rank, context, options.workers)
 
     def evaluate() -> dict[str, float]:
         sets = {"val": val_set, "test": test_set} if val_set is not None else {"test": test_set}
         metrics: dict[str, float] = {}
         with evaluating(model, recipe):
             for name, dataset in sets.items():
-                metrics |= coco_metrics(model, dataset, context, name, args.workers)
+                metrics |= coco_metrics(model, dataset, context, name, options.workers)
         return metrics
 
     def describe() -> dict[str, Any]:
@@ -208,15 +246,15 @@ def build_task(
         schedule=WarmupStepSchedule(optimizer, recipe, base_lr),
         epoch_batches=batches.epoch,
         steps_per_epoch=len(batches),
-        step=loss_step(train_model, optimizer),
+        step=loss_step(train_model, optimizer, context),
         evaluate=evaluate,
         checkpoint_format=FORMAT,
         describe=describe,
         selection=engine.Selection("val_AP", lower_is_better=False) if val_set is not None else None,
         train_module=train_model,
-        run_info={"overrides": options},
+        run_info={"overrides": overrides, "options": options.recorded()},
     )
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

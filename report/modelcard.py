@@ -25,6 +25,7 @@ from service.contract import DEFAULT_MODEL_DIR, ONNX_FILE_NAME, Key, ModelMetada
 from training import cli
 from training.atomic import atomic_write_text
 from training.cifar10 import DATA_CAVEAT
+from training.errors import UsageError
 from training.plot import plot_runs
 
 from .bench_file import BENCH_DIR
@@ -130,13 +131,13 @@ def package(record_dir: Path, out: Path, checkpoint: Path | None = None) -> Path
     """Write (or rewrite) the default-model folder from a run record and, if given, a checkpoint to export."""
     record_file = record_dir / RECORD_FILE
     if not record_file.is_file():
-        raise SystemExit(f"{record_file} not found: record the run first with `python -m report.runrecord`")
+        raise UsageError(f"{record_file} not found: record the run first with `python -m report.runrecord`")
     record = json.loads(record_file.read_text())
     model = out / ONNX_FILE_NAME
     if checkpoint is not None:
         classifier.main(["--checkpoint", str(checkpoint), "--output", str(model), "--no-register"])
     if not model.is_file():
-        raise SystemExit(f"{model} not found: pass --checkpoint to export one")
+        raise UsageError(f"{model} not found: pass --checkpoint to export one")
     metadata = read_metadata(model)
     atomic_write_text(out / "labels.txt", "\n".join(metadata.labels) + "\n")
     plot_runs([record_dir], out / "curve.png", title=f"{record['recipe']}: training (thin) and test error (bold)")
@@ -164,4 +165,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

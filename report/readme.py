@@ -13,6 +13,7 @@ import re
 from service.settings import markdown_table
 from training import cli
 from training.atomic import atomic_write_text
+from training.errors import UsageError
 
 from .bench_file import render
 from .provenance import REPO_ROOT
@@ -31,7 +32,7 @@ def generate(source: str) -> str:
         return default_model_line()
     path = REPO_ROOT / source
     if not path.is_file():
-        raise SystemExit(f"README block source {source} not found (run the benchmark that writes it)")
+        raise UsageError(f"README block source {source} not found (run the benchmark that writes it)")
     if path.parent.name == "bench":
         return render(path)
     return "```json\n" + path.read_text().strip() + "\n```"
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> bool:
     current = regenerate(text) == text
     if args.check:
         if not current:
-            raise SystemExit("README.md's generated blocks drifted: run `python -m report.readme`")
+            raise UsageError("README.md's generated blocks drifted: run `python -m report.readme`")
         return True
     if not current:
         atomic_write_text(README, regenerate(text))
@@ -77,4 +78,4 @@ def main(argv: list[str] | None = None) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -16,6 +16,7 @@ from report.provenance import provenance
 from training import cli
 from training.atomic import atomic_write_text
 from training.classifier import load_classifier_checkpoint
+from training.errors import UsageError
 from training.recipes import get_recipe
 from training.run_folder import METRICS_FILE, TRAIN_LOG_FILE, RunFolder, read_rows
 
@@ -43,7 +44,7 @@ def record_run(
     """
     metrics = read_rows(run_dir / METRICS_FILE)
     if not metrics:
-        raise SystemExit(f"{run_dir} has no {METRICS_FILE}: nothing to record")
+        raise UsageError(f"{run_dir} has no {METRICS_FILE}: nothing to record")
     checkpoint = RunFolder(run_dir).last
     if checkpoint.is_file():
         state = load_classifier_checkpoint(checkpoint)
@@ -51,10 +52,10 @@ def record_run(
     elif recipe_name:
         recipe, run = get_recipe(recipe_name).to_dict(), {}
     else:
-        raise SystemExit(f"{checkpoint} not found: pass --recipe NAME to record a run from its logs alone")
+        raise UsageError(f"{checkpoint} not found: pass --recipe NAME to record a run from its logs alone")
     recorded_hardware, torch_versions = hardware_of(run.get("sessions", []))
     if not (hardware or recorded_hardware):
-        raise SystemExit(f"{run_dir}'s checkpoint does not say where it trained: pass --hardware")
+        raise UsageError(f"{run_dir}'s checkpoint does not say where it trained: pass --hardware")
     last = metrics[-1]
     record = {
         "recipe": recipe["name"],
@@ -113,4 +114,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

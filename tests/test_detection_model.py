@@ -16,6 +16,7 @@ from detection.model import build_detector, fresh_backbone, prepare_backbone
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe
 from models import create_model
 from training.classifier import load_classifier_checkpoint
+from training.errors import UsageError
 
 
 def test_recipes_follow_the_paper():
@@ -27,7 +28,7 @@ def test_recipes_follow_the_paper():
         assert recipe.scaled_lr(16) == pytest.approx(0.02) and recipe.scaled_lr(8) == pytest.approx(0.01)
         assert recipe.milestones(90) == [60, 80]
         assert DetectionRecipe.from_dict(recipe.to_dict()) == recipe
-    with pytest.raises(SystemExit, match="coco_resnet50_c4"):
+    with pytest.raises(UsageError, match="coco_resnet50_c4"):
         get_recipe("coco_resnet51_c4")
 
 
@@ -113,14 +114,14 @@ def test_backbone_checkpoint_carries_weights_statistics_and_normalisation(classi
 
 def test_train_cli_needs_a_backbone_source_and_a_readable_checkpoint(tmp_path, coco_train_root, capsys):
     coco = str(coco_train_root)
-    with pytest.raises(SystemExit, match="--backbone-checkpoint FILE .* or --from-scratch"):
+    with pytest.raises(UsageError, match="--backbone-checkpoint FILE .* or --from-scratch"):
         train.main(["--coco-root", coco, "--output-dir", str(tmp_path)])
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
-    with pytest.raises(SystemExit, match="cannot read resnet-lab checkpoint"):
+    with pytest.raises(UsageError, match="cannot read resnet-lab checkpoint"):
         train.main(
             ["--coco-root", coco, "--output-dir", str(tmp_path), "--backbone-checkpoint", str(tmp_path / "broken.pt")]
         )
-    with pytest.raises(SystemExit, match="annotation file .*instances_train2017.json not found"):
+    with pytest.raises(UsageError, match="annotation file .*instances_train2017.json not found"):
         train.main(["--coco-root", str(tmp_path), "--output-dir", str(tmp_path), "--from-scratch"])
     # recipe fields are typed flags: an unknown field or a value of the wrong type is a usage error that says so
     for bad, message in (

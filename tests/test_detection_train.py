@@ -51,7 +51,7 @@ def test_real_coco_training_loss_falls_resumes_exactly_and_val2017_evaluates(
     assert resumed["scheduler"] == reference["scheduler"]
     # resuming from an older checkpoint again rewrites the logs from there: no row twice
     shutil.copyfile(older, run / "checkpoints" / "last.pt")
-    train.main([*common, "--output-dir", str(run), "--resume"])
+    train.main(["--output-dir", str(run), "--resume"])  # --resume alone: the run's own options, recorded at its start
     assert steps(run, "metrics.jsonl") == [2, 4, 6, 8] and steps(run, "train_log.jsonl") == list(range(1, 9))
     history = losses(run)
     assert history == losses(straight)

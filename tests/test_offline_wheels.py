@@ -68,9 +68,11 @@ def test_join_refuses_a_missing_piece_and_a_wrong_hash(tmp_path: Path) -> None:
     piece = folder / "big-1.0-py3-none-any.whl.part01"
     data = piece.read_bytes()
     piece.unlink()
-    with pytest.raises(SystemExit, match=r"big-1.0-py3-none-any.whl: missing big-1.0-py3-none-any.whl.part01 in"):
+    with pytest.raises(
+        offline_wheels.WheelsRefused, match=r"big-1.0-py3-none-any.whl: missing big-1.0-py3-none-any.whl.part01 in"
+    ):
         offline_wheels.join(folder)
     piece.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit flipped, same size
-    with pytest.raises(SystemExit, match="SHA-256 .* a piece is damaged"):
+    with pytest.raises(offline_wheels.WheelsRefused, match="SHA-256 .* a piece is damaged"):
         offline_wheels.join(folder)
     assert not (folder / "big-1.0-py3-none-any.whl").exists()  # nothing half-joined is left for pip to find

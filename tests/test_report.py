@@ -13,6 +13,7 @@ import pytest
 from report import modelcard, provenance, runrecord
 from report import reproduction as report
 from service.contract import DEFAULT_MODEL, DEFAULT_MODEL_DIR
+from training.errors import UsageError
 
 
 def _fake_run(folder: Path, errors: list[tuple[float, float]]) -> Path:
@@ -58,7 +59,7 @@ def test_records_drive_the_report_and_missing_runs_stay_missing(tmp_path: Path) 
 
 def test_record_without_checkpoint_or_recipe_is_a_clear_error(tmp_path: Path) -> None:
     run = _fake_run(tmp_path / "run", [(0.5, 0.5)])
-    with pytest.raises(SystemExit, match="--recipe"):
+    with pytest.raises(UsageError, match="--recipe"):
         runrecord.record_run(run, tmp_path / "record", "cmd")
 
 

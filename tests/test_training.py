@@ -11,6 +11,7 @@ import torch
 from models import create_model
 from training import cifar10, evaluate, plot, train
 from training.classifier import load_classifier_checkpoint
+from training.errors import UsageError
 from training.recipes import RECIPES, get_recipe
 from training.schedule import PaperSchedule
 from training.steps import GraphedTrainStep, train_step
@@ -40,7 +41,7 @@ def test_recipes_follow_the_paper():
     assert get_recipe("cifar10_resnet56").warmup_lr is None
     imagenet = get_recipe("imagenet_resnet50")
     assert (imagenet.batch_size, imagenet.lr, imagenet.lr_schedule, imagenet.model) == (256, 0.1, "plateau", "resnet50")
-    with pytest.raises(SystemExit, match="choose from"):
+    with pytest.raises(UsageError, match="choose from"):
         get_recipe("cifar10_resnet21")
 
 
@@ -104,17 +105,17 @@ def test_augmentation_is_pad_crop_flip():
 def test_missing_or_wrong_data_exits_clearly_and_writes_nothing(tmp_path):
     output = tmp_path / "run"
     args = ["--recipe", "cifar10_resnet20", "--output-dir", str(output)]
-    with pytest.raises(SystemExit, match="make_cifar10.py"):
+    with pytest.raises(UsageError, match="make data"):
         train.main([*args, "--data-dir", str(tmp_path / "nowhere")])
     (tmp_path / "wrong" / "cifar-10-batches-py").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="lacks data_batch_1"):
+    with pytest.raises(UsageError, match="lacks data_batch_1"):
         train.main([*args, "--data-dir", str(tmp_path / "wrong")])
     folder = tmp_path / "broken" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     for name in (*cifar10.TRAIN_FILES, cifar10.TEST_FILE):
         (folder / name).write_bytes(b"\x80\x04truncated")
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(index) for index in range(10)]}))
-    with pytest.raises(SystemExit, match="cannot read CIFAR-10 file .*data_batch_1"):
+    with pytest.raises(UsageError, match="cannot read CIFAR-10 file .*data_batch_1"):
         train.main([*args, "--data-dir", str(tmp_path / "broken")])
     assert not output.exists()
 
@@ -145,7 +146,7 @@ def test_graphed_step_matches_the_plain_step_on_cpu():
 
 
 def test_cuda_graph_option_needs_a_gpu(cifar_dir, tmp_path):
-    with pytest.raises(SystemExit, match="--cuda-graph needs one CUDA device"):
+    with pytest.raises(UsageError, match="--cuda-graph needs one CUDA device"):
         train.main(
             [
                 "--recipe",
@@ -176,9 +177,9 @@ def test_resume_continues_exactly(cifar_dir, tmp_path):
     ]
     train.main([*common, "--output-dir", str(tmp_path / "straight")])
     train.main([*common, "--output-dir", str(tmp_path / "split"), "--stop-after-epochs", "1"])
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(UsageError, match="--resume"):
         train.main([*common, "--output-dir", str(tmp_path / "split")])
-    train.main([*common, "--output-dir", str(tmp_path / "split"), "--resume"])
+    train.main(["--output-dir", str(tmp_path / "split"), "--resume"])  # every other option as the run recorded it
     straight = load_classifier_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     resumed = load_classifier_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
     assert straight["step"] == resumed["step"] == 8 and resumed["epoch"] == 2
@@ -202,9 +203,9 @@ def test_resume_continues_exactly(cifar_dir, tmp_path):
 def test_evaluate_rejects_foreign_checkpoints(tmp_path, cifar_dir):
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(SystemExit, match="not a resnet-lab checkpoint"):
+    with pytest.raises(UsageError, match="not a resnet-lab checkpoint"):
         evaluate.main(["--checkpoint", str(foreign), "--data-dir", str(cifar_dir)])
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(SystemExit, match="truncated"):
+    with pytest.raises(UsageError, match="truncated"):
         evaluate.main(["--checkpoint", str(truncated), "--data-dir", str(cifar_dir)])

@@ -11,6 +11,7 @@ from PIL import Image
 
 from training import evaluate, imagenet, train
 from training.classifier import load_classifier_checkpoint
+from training.errors import UsageError
 from training.steps import count_errors
 
 
@@ -61,18 +62,18 @@ def test_train_and_ten_crop_evaluate_on_real_photos(tiny_imagenet, tmp_path):
 
 def test_unknown_folders_and_broken_images_exit_clearly(tiny_imagenet, tmp_path):
     args = ["--recipe", "imagenet_resnet18", "--output-dir", str(tmp_path / "run"), "--workers", "0"]
-    with pytest.raises(SystemExit, match="lacks train/"):
+    with pytest.raises(UsageError, match="lacks train/"):
         train.main([*args, "--data-dir", str(tiny_imagenet / "val")])
     wrong = tmp_path / "wrong"
     (wrong / "train" / "cats").mkdir(parents=True)
     (wrong / "val" / "cats").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="not ImageNet wnids: cats"):
+    with pytest.raises(UsageError, match="not ImageNet wnids: cats"):
         train.main([*args, "--data-dir", str(wrong)])
     broken = tmp_path / "broken"
     for split in ("train", "val"):
         (broken / split / "n01440764").mkdir(parents=True)
         (broken / split / "n01440764" / "bad.JPEG").write_bytes(b"not a jpeg")
-    with pytest.raises(SystemExit, match="cannot read image .*bad.JPEG"):
+    with pytest.raises(UsageError, match="cannot read image .*bad.JPEG"):
         train.main([*args, "--data-dir", str(broken), "--batch-size", "1"])
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -17,17 +17,18 @@ import numpy as np
 import torch
 
 from training.atomic import atomic_write
+from training.errors import UsageError
 
 
 def read_torch_state(path: str | os.PathLike, what: str, how_to_get: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)``; a missing, truncated or non-torch file exits with a readable message."""
+    """``torch.load(weights_only=True)``; a missing, truncated or non-torch file is a readable ``UsageError``."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"{what} not found: {path} ({how_to_get})")
+        raise UsageError(f"{what} not found: {path} ({how_to_get})")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or non-torch files
-        raise SystemExit(
+        raise UsageError(
             f"cannot read {what} {path}: it is truncated, corrupt or not a torch file ({error.__class__.__name__}: "
             f"{str(error).splitlines()[0][:200]}). {how_to_get[0].upper()}{how_to_get[1:]}."
         ) from None
@@ -42,13 +43,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, format: str)
 def check_checkpoint(
     state: Any, path: str | os.PathLike, format: str, required: Sequence[str], what: str, how_to_get: str
 ) -> dict[str, Any]:
-    """``state`` if it is a ``format`` checkpoint with every ``required`` key; SystemExit saying what it is not."""
+    """``state`` if it is a ``format`` checkpoint with every ``required`` key; UsageError saying what it is not."""
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
     if found != format:
-        raise SystemExit(f"{path} is not a {what} (format {found!r}, expected {format!r}); {how_to_get}")
+        raise UsageError(f"{path} is not a {what} (format {found!r}, expected {format!r}); {how_to_get}")
     missing = [key for key in required if key not in state]
     if missing:
-        raise SystemExit(f"{what} {path} lacks {', '.join(missing)}; {how_to_get}")
+        raise UsageError(f"{what} {path} lacks {', '.join(missing)}; {how_to_get}")
     return state
 
 

@@ -16,13 +16,15 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
+from training.errors import UsageError
+
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{index}" for index in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 HOW_TO_GET = (
-    "write it with `python3 ../shared/tools/make_cifar10.py DIR` (see ../shared/data/MANIFEST.md) "
-    "or unpack the official cifar-10-python.tar.gz into DIR"
+    "get it with `make data` (the official archive, unpacked as data/cifar10/cifar-10-batches-py: pass "
+    "--data-dir data/cifar10) or unpack the official cifar-10-python.tar.gz into DIR"
 )
 PAD = 4
 DATA_CAVEAT = (
@@ -56,14 +58,14 @@ class CifarSplit:
 
 
 def find_cifar_folder(data_dir: str | Path) -> Path:
-    """``data_dir`` itself or ``data_dir/cifar-10-batches-py``, checked for every file; SystemExit otherwise."""
+    """``data_dir`` itself or ``data_dir/cifar-10-batches-py``, checked for every file; UsageError otherwise."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise SystemExit(f"CIFAR-10 data folder not found: {data_dir}. Expected {data_dir}/{FOLDER}/; {HOW_TO_GET}")
+        raise UsageError(f"CIFAR-10 data folder not found: {data_dir}. Expected {data_dir}/{FOLDER}/; {HOW_TO_GET}")
     folder = data_dir if (data_dir / META_FILE).is_file() else data_dir / FOLDER
     missing = [name for name in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (folder / name).is_file()]
     if missing:
-        raise SystemExit(
+        raise UsageError(
             f"{data_dir} does not hold the CIFAR-10 python layout: {folder} lacks {', '.join(missing)} "
             f"(expected {FOLDER}/data_batch_1..5, test_batch, batches.meta); {HOW_TO_GET}"
         )
@@ -75,7 +77,7 @@ def _read_pickle(path: Path) -> dict:
         with open(path, "rb") as stream:
             return pickle.load(stream, encoding="latin1")
     except Exception as error:  # truncated, not a pickle, ...
-        raise SystemExit(
+        raise UsageError(
             f"cannot read CIFAR-10 file {path} ({error.__class__.__name__}: {error}); it is truncated or not a "
             f"CIFAR-10 batch; {HOW_TO_GET}"
         ) from None
@@ -87,11 +89,11 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch["labels"], dtype=np.int64)
     except (KeyError, TypeError, ValueError) as error:
-        raise SystemExit(f"{path} is not a CIFAR-10 batch (needs 'data' and 'labels': {error}); {HOW_TO_GET}") from None
+        raise UsageError(f"{path} is not a CIFAR-10 batch (needs 'data' and 'labels': {error}); {HOW_TO_GET}") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise SystemExit(f"{path}: expected data N x 3072 uint8 and N labels, got {data.shape}; {HOW_TO_GET}")
+        raise UsageError(f"{path}: expected data N x 3072 uint8 and N labels, got {data.shape}; {HOW_TO_GET}")
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
-        raise SystemExit(f"{path}: labels outside 0..9; {HOW_TO_GET}")
+        raise UsageError(f"{path}: labels outside 0..9; {HOW_TO_GET}")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -100,7 +102,7 @@ def read_label_names(data_dir: str | Path) -> list[str]:
     meta = _read_pickle(find_cifar_folder(data_dir) / META_FILE)
     names = meta.get("label_names") if isinstance(meta, dict) else None
     if not isinstance(names, list) or len(names) != 10:
-        raise SystemExit(f"{find_cifar_folder(data_dir) / META_FILE} lacks 10 label_names; {HOW_TO_GET}")
+        raise UsageError(f"{find_cifar_folder(data_dir) / META_FILE} lacks 10 label_names; {HOW_TO_GET}")
     return [str(name) for name in names]
 
 
@@ -118,7 +120,7 @@ def split_train_val(
 ) -> tuple[CifarSplit, CifarSplit | None]:
     """A fixed random ``val_size`` hold-out (paper: 45k/5k) and an optional cap on the training images."""
     if not 0 <= val_size < len(train):
-        raise SystemExit(f"--val-split must be in [0, {len(train)}), got {val_size}")
+        raise UsageError(f"--val-split must be in [0, {len(train)}), got {val_size}")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SUBSET_SEED))
     val = train.subset(order[:val_size]) if val_size else None
     train_indices = order[val_size:]

@@ -9,6 +9,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--workers``."""
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes per process")
+    parser.add_argument(
+        "--workers", type=int, default=WORKERS, help=f"data-loading processes per process (default: {WORKERS})"
+    )
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,10 +73,67 @@ def add_coco_root_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What both trainers take (``add_run_arguments`` makes one flag of each). None: the recipe's value."""
+
+    output_dir: Path
+    resume: bool = False  # continue OUTPUT_DIR/checkpoints/last.pt, with the options it recorded
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    val_split: int | None = None
+    log_every: int = 20
+    stop_after_epochs: int | None = None
+    device: str | None = None
+    workers: int = WORKERS
+
+    def recorded(self) -> dict[str, Any]:
+        """The options a checkpoint keeps, so that ``--resume`` alone continues the run (plain values)."""
+        per_invocation = {"output_dir", "resume", "stop_after_epochs"}
+        return {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in dataclasses.asdict(self).items()
+            if name not in per_invocation
+        }
+
+
+Options = typing.TypeVar("Options", bound=RunOptions)
+
+
+def options_from_args(kind: type[Options], args: argparse.Namespace, recorded: dict[str, Any] | None = None) -> Options:
+    """``kind`` from the flags given (an unset flag is None), over ``recorded`` (what a resumed run recorded), over
+    ``kind``'s defaults; a required option nobody gave is a ``UsageError`` naming its flag."""
+    hints = typing.get_type_hints(kind)
+    names = {field.name for field in dataclasses.fields(kind)}
+    values = {name: value for name, value in (recorded or {}).items() if name in names}
+    values |= {name: value for name, value in vars(args).items() if name in names and value is not None}
+    for name, value in values.items():
+        if Path in typing.get_args(hints[name]) + (hints[name],) and isinstance(value, str):
+            values[name] = Path(value)
+    missing = [
+        "--" + field.name.replace("_", "-")
+        for field in dataclasses.fields(kind)
+        if field.name not in values
+        and field.default is dataclasses.MISSING
+        and field.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise UsageError(f"{' and '.join(missing)} required (or --resume a run folder whose checkpoint recorded it)")
+    return kind(**values)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """What both trainers share: where the run goes, resuming, length, data subsets, logging, device."""
+    """What both trainers share: where the run goes, resuming, length, data subsets, logging, device. Flags left
+    out are None (``options_from_args`` fills them from a resumed run, else from ``RunOptions``' defaults)."""
     parser.add_argument("--output-dir", required=True, type=Path, help="metrics.jsonl, train_log.jsonl, checkpoints/")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last.pt")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT_DIR/checkpoints/last.pt with the options it recorded (flags given now win)",
+    )
     parser.add_argument("--batch-size", type=int, help="global batch, split over processes (default: the recipe's)")
     parser.add_argument("--lr", type=float, help="base learning rate (default: the recipe's)")
     parser.add_argument("--seed", type=int, help="seed for initialisation, order and augmentation (default: 0)")
@@ -87,18 +147,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="hold out N training images as validation data: they pick checkpoints/best.pt (default: none, so no "
         "best.pt)",
     )
-    parser.add_argument("--log-every", type=int, default=20, help="steps between train_log.jsonl rows")
+    parser.add_argument(
+        "--log-every", type=int, help=f"steps between train_log.jsonl rows (default: {RunOptions.log_every})"
+    )
     parser.add_argument(
         "--stop-after-epochs",
         type=int,
         help="end this invocation after N more epochs; --resume goes on (default: run to the end)",
     )
     add_device_arguments(parser)
+    parser.set_defaults(workers=None)  # unset, so a resumed run keeps its own
 
 
-def run_options(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The run-changing flags given on the command line: ``RUN_OPTIONS`` and a trainer's ``extra`` ones."""
-    return {name: getattr(args, name) for name in RUN_OPTIONS + extra if getattr(args, name) is not None}
+def run_options(options: RunOptions, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The run-changing options that are set: ``RUN_OPTIONS`` and a trainer's ``extra`` ones."""
+    return {name: getattr(options, name) for name in RUN_OPTIONS + extra if getattr(options, name) is not None}
 
 
 def _flag_type(annotation: Any) -> tuple[type, bool]:

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from models.registry import FAMILY_INPUTS
+from training.errors import UsageError
 
 from . import cifar10, imagenet
 from .distributed import Context, shard
@@ -132,10 +133,10 @@ def imagenet_data(
 
 
 def decode_errors_as_exit(loader: Iterable) -> Iterator:
-    """Turn a broken image (raised in a worker or in-process) into a SystemExit that names the file."""
+    """Turn a broken image (raised in a worker or in-process) into a UsageError that names the file."""
     try:
         yield from loader
     except imagenet.ImageDecodeError as error:
         message = str(error).strip().splitlines()[-1]
         message = message.split("ImageDecodeError: ", 1)[-1]
-        raise SystemExit(f"{message}; delete or replace the file ({imagenet.HOW_TO_GET})") from None
+        raise UsageError(f"{message}; delete or replace the file ({imagenet.HOW_TO_GET})") from None

@@ -13,6 +13,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from training.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Context:
@@ -45,7 +47,7 @@ def setup(device: str | None, fixed_input_sizes: bool = True) -> Context:
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+            raise UsageError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
         chosen = torch.device("cuda", local_rank if world_size > 1 else (chosen.index or 0))
         torch.cuda.set_device(chosen)
         torch.backends.cudnn.benchmark = fixed_input_sizes
@@ -91,6 +93,13 @@ def all_reduce_sum(tensor: torch.Tensor, context: Context) -> torch.Tensor:
     if context.distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_true(flag: torch.Tensor, context: Context) -> bool:
+    """Whether ``flag`` (a boolean tensor) holds on every rank: one all-reduce, so every rank takes the same branch
+    (a rank that stopped alone would leave the others waiting in their next collective)."""
+    count = flag.detach().to(torch.float32).reshape(1)
+    return bool(all_reduce_sum(count, context).item() == context.world_size)
 
 
 def all_gather(items: list[Any], context: Context) -> list[Any]:

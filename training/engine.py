@@ -9,7 +9,6 @@ optimizer, schedule, batches, one step and an evaluation. ``fit`` runs it in a `
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from training.errors import UsageError
 
 from . import cli, distributed
 from .checkpoint import rng_state, save_checkpoint, seed_everything, set_rng_state
@@ -119,19 +120,26 @@ class Plan:
 
 
 def start(
-    args: argparse.Namespace, run: RunFolder, load: Callable[[Path], dict[str, Any]], extra: tuple[str, ...] = ()
+    options: cli.RunOptions, run: RunFolder, load: Callable[[Path], dict[str, Any]], extra: tuple[str, ...] = ()
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The checkpoint ``--resume`` continues (None for a new run) and the run options: those given now (the shared
-    ``cli.RUN_OPTIONS`` and the trainer's ``extra``) over those the resumed run was started with."""
-    run.check_start(args.resume)
-    given = cli.run_options(args, extra)
-    if not args.resume:
+    """The checkpoint ``--resume`` continues (None for a new run) and the run-changing options that are set (the
+    shared ``cli.RUN_OPTIONS`` and the trainer's ``extra``; on resume ``options`` already holds the recorded ones)."""
+    run.check_start(options.resume)
+    given = cli.run_options(options, extra)
+    if not options.resume:
         return None, given
     resumed = load(run.last)
     trained = resumed.get("recipe", {}).get("name")
-    if trained != args.recipe:
-        raise SystemExit(f"--resume: {run.last} was trained with recipe {trained!r}; pass --recipe {trained}")
+    if trained != options.recipe:
+        raise UsageError(f"--resume: {run.last} was trained with recipe {trained!r}; pass --recipe {trained}")
     return resumed, {**resumed["run"]["overrides"], **given}
+
+
+def recorded_options(output_dir: Path, load: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """The options the run in ``output_dir`` recorded (``RunOptions.recorded``); empty when it has no checkpoint
+    yet (``start`` then says so) or its checkpoint predates recording them."""
+    last = RunFolder(output_dir).last
+    return dict(load(last)["run"].get("options", {})) if last.is_file() else {}
 
 
 def seed_process(seed: int, context: Context) -> None:
@@ -143,7 +151,7 @@ def seed_process(seed: int, context: Context) -> None:
 def batch_per_rank(batch_size: int, context: Context) -> int:
     """Each process's share of the global batch; exits when the batch does not split evenly."""
     if batch_size % context.world_size:
-        raise SystemExit(
+        raise UsageError(
             f"--batch-size {batch_size} does not split evenly over {context.world_size} processes; "
             f"pick a multiple of {context.world_size}"
         )

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from models import model_info
+from training.errors import UsageError
 
 from . import cifar10, cli, distributed, imagenet
 from .atomic import atomic_write_text
@@ -42,7 +43,7 @@ def evaluate_checkpoint(
     preprocess = state["preprocess"]
     if family == "cifar10":
         if ten_crop:
-            raise SystemExit("--ten-crop is the ImageNet protocol; CIFAR-10 is evaluated on the single 32x32 image")
+            raise UsageError("--ten-crop is the ImageNet protocol; CIFAR-10 is evaluated on the single 32x32 image")
         test = cifar10.load_cifar10(data_dir, train=False)
         count = min(len(test), max_samples) if max_samples else len(test)
         batches = [
@@ -113,4 +114,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

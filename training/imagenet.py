@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 
 from models.registry import FAMILY_INPUTS
 from service import imaging
+from training.errors import UsageError
 
 CLASSES_FILE = Path(__file__).with_name("imagenet_classes.tsv")
 EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -50,7 +51,7 @@ def read_classes(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[str, .
         if len(parts) >= 3 and parts[0].strip().isdigit():
             rows[int(parts[0])] = (parts[1], parts[2])
     if not rows or sorted(rows) != list(range(len(rows))):
-        raise SystemExit(f"{path}: class indices are not 0..N-1; expected lines 'index<TAB>wnid<TAB>name'")
+        raise UsageError(f"{path}: class indices are not 0..N-1; expected lines 'index<TAB>wnid<TAB>name'")
     return tuple(rows[i][0] for i in range(len(rows))), tuple(rows[i][1] for i in range(len(rows)))
 
 
@@ -80,26 +81,26 @@ class ImageNetFolder(DatasetFolder):
         present = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
         unknown = [name for name in present if name not in index]
         if unknown:
-            raise SystemExit(
+            raise UsageError(
                 f"{directory} has folders that are not ImageNet wnids: {', '.join(unknown[:5])}"
                 f"{' ...' if len(unknown) > 5 else ''}; expected <wnid>/ folders such as n01440764/; {HOW_TO_GET}"
             )
         if not present:
-            raise SystemExit(f"{directory} has no <wnid>/ class folders; {HOW_TO_GET}")
+            raise UsageError(f"{directory} has no <wnid>/ class folders; {HOW_TO_GET}")
         return present, {wnid: index[wnid] for wnid in present}
 
 
 def open_split(data_dir: str | Path, split: str, transform) -> ImageNetFolder:
-    """``data_dir/split`` as an ``ImageNetFolder``; SystemExit naming the expected layout otherwise."""
+    """``data_dir/split`` as an ``ImageNetFolder``; UsageError naming the expected layout otherwise."""
     data_dir = Path(data_dir)
     folder = data_dir / split
     if not data_dir.is_dir():
-        raise SystemExit(f"ImageNet data folder not found: {data_dir}; {HOW_TO_GET}")
+        raise UsageError(f"ImageNet data folder not found: {data_dir}; {HOW_TO_GET}")
     if not folder.is_dir():
-        raise SystemExit(f"{data_dir} lacks {split}/ (expected {split}/<wnid>/*.JPEG); {HOW_TO_GET}")
+        raise UsageError(f"{data_dir} lacks {split}/ (expected {split}/<wnid>/*.JPEG); {HOW_TO_GET}")
     dataset = ImageNetFolder(folder, transform=transform)
     if len(dataset) == 0:
-        raise SystemExit(f"{folder} holds no .JPEG/.jpg/.png files under its <wnid>/ folders; {HOW_TO_GET}")
+        raise UsageError(f"{folder} holds no .JPEG/.jpg/.png files under its <wnid>/ folders; {HOW_TO_GET}")
     return dataset
 
 

@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
+from training.errors import UsageError
+
 from . import cli  # noqa: E402
 from .run_folder import METRICS_FILE, TRAIN_LOG_FILE, read_rows  # noqa: E402
 
@@ -26,7 +28,7 @@ def plot_runs(run_dirs: list[Path], out: Path, title: str | None = None) -> Path
         epochs = read_rows(run_dir / METRICS_FILE)
         train_rows = read_rows(run_dir / TRAIN_LOG_FILE)
         if not epochs and not train_rows:
-            raise SystemExit(f"{run_dir} has no {METRICS_FILE} or {TRAIN_LOG_FILE}; is it a training run?")
+            raise UsageError(f"{run_dir} has no {METRICS_FILE} or {TRAIN_LOG_FILE}; is it a training run?")
         colour = colours[index % len(colours)]
         name = run_dir.name
         if train_rows:
@@ -63,7 +65,7 @@ def plot_losses(run_dir: Path, out: Path) -> Path:
     rows = read_rows(run_dir / TRAIN_LOG_FILE)
     keys = [key for key in (rows[0] if rows else {}) if key.startswith("train_") and "loss" in key]
     if not keys:
-        raise SystemExit(f"{run_dir / TRAIN_LOG_FILE} has no loss columns to plot")
+        raise UsageError(f"{run_dir / TRAIN_LOG_FILE} has no loss columns to plot")
     figure, axis = plt.subplots(figsize=(7, 4))
     steps = [row["step"] for row in rows]
     for key in keys:
@@ -93,11 +95,11 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         if not run_dir.is_dir():
-            raise SystemExit(f"run folder not found: {run_dir} (pass the --output-dir of a training run)")
+            raise UsageError(f"run folder not found: {run_dir} (pass the --output-dir of a training run)")
     out = plot_runs(args.run_dirs, args.output, args.title)
     print(f"wrote {out}")
     return out
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from training.errors import UsageError
+
 CIFAR_DEPTHS_RESNET = (20, 32, 44, 56, 110, 1202)
 CIFAR_DEPTHS_PLAIN = (20, 32, 44, 56, 110)
 IMAGENET_DEPTHS_RESNET = (18, 34, 50, 101, 152)
@@ -99,8 +101,8 @@ RECIPES: dict[str, Recipe] = {
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name``; a clear SystemExit lists the valid names."""
+    """The recipe called ``name``; a clear UsageError lists the valid names."""
     try:
         return RECIPES[name]
     except KeyError:
-        raise SystemExit(f"unknown recipe {name!r}; choose from: {', '.join(RECIPES)}") from None
+        raise UsageError(f"unknown recipe {name!r}; choose from: {', '.join(RECIPES)}") from None

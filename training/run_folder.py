@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.errors import UsageError
+
 from .atomic import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
@@ -78,9 +80,9 @@ class RunFolder:
     def check_start(self, resume: bool) -> None:
         """``--resume`` needs ``last.pt``; starting afresh must not overwrite a run (both exit with the fix)."""
         if resume and not self.last.is_file():
-            raise SystemExit(f"--resume: no checkpoint at {self.last}; start without --resume")
+            raise UsageError(f"--resume: no checkpoint at {self.last}; start without --resume")
         if not resume and self.last.exists():
-            raise SystemExit(f"{self.last} exists: pass --resume to continue that run, or choose another --output-dir")
+            raise UsageError(f"{self.last} exists: pass --resume to continue that run, or choose another --output-dir")
 
     def rewind_logs(self, step: int) -> None:
         """Forget log rows written after the checkpoint being resumed (they will be written again)."""

@@ -11,6 +11,7 @@ import argparse
 import math
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from models import create_model, model_info
 from models.preprocess import NormalizedClassifier
+from training.errors import UsageError
 
 from . import cli, distributed, engine
 from .classifier import FORMAT, load_classifier_checkpoint
@@ -32,6 +34,20 @@ STEP_SCHEDULE_EPOCHS = 90  # the fixed variant: /10 at epochs 30 and 60 of 90 (t
 TRAINER_RUN_OPTIONS = ("epochs", "lr_schedule")  # run-changing flags of this trainer besides ``cli.RUN_OPTIONS``
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions(cli.RunOptions):
+    """One classification run: the recipe, the data and how to run it (``python -m training.train`` flags)."""
+
+    recipe: str
+    data_dir: Path
+    epochs: int | None = None  # None: the recipe's length
+    lr_schedule: str | None = None  # None: the recipe's
+    compile: bool = False
+    cuda_graph: bool = False
+    channels_last: bool = True
+    amp: bool = True
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; ``--help`` lists every recipe."""
     parser = argparse.ArgumentParser(
@@ -39,8 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=textwrap.fill("Train with the paper's recipes. Recipes: " + ", ".join(RECIPES), 100),
         formatter_class=cli.HelpFormatter,
     )
-    parser.add_argument("--recipe", required=True, metavar="NAME", help="one of: " + ", ".join(RECIPES))
-    parser.add_argument("--data-dir", required=True, type=Path, help="CIFAR-10 python folder or ImageNet root")
+    parser.add_argument(
+        "--recipe", metavar="NAME", help="one of: " + ", ".join(RECIPES) + " (required unless --resume)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="CIFAR-10 python folder or ImageNet root (required unless --resume)"
+    )
     parser.add_argument(
         "--epochs", type=int, help="shorten/lengthen the run; CIFAR milestones scale with it (default: the recipe's)"
     )
@@ -50,20 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="ImageNet: plateau (paper) or step (30/60/90) (default: the recipe's)",
     )
     cli.add_run_arguments(parser)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training forward/backward")
+    parser.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the training forward/backward"
+    )
     parser.add_argument(
         "--cuda-graph",
         action="store_true",
+        default=None,
         help="capture the whole training step as a CUDA graph and replay it (single GPU; small CIFAR nets are "
         "bound by kernel launches)",
     )
     parser.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="NHWC activations (faster on CUDA and, measured, on CPU for these nets)",
+        help="NHWC activations (faster on CUDA and, measured, on CPU for these nets) (default: on)",
     )
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast on CUDA (default: on)")
     return parser
 
 
@@ -81,7 +103,7 @@ def resolve_run(recipe: Recipe, overrides: dict[str, Any]) -> tuple[Recipe, dict
         "max_train_samples": overrides.get("max_train_samples"),
     }
     if recipe.dataset == "imagenet" and recipe.val_split:
-        raise SystemExit("--val-split applies to CIFAR-10; ImageNet validates on its val/ folder")
+        raise UsageError("--val-split applies to CIFAR-10; ImageNet validates on its val/ folder")
     return recipe, run
 
 
@@ -102,64 +124,70 @@ def plan_steps(recipe: Recipe, epochs: int | None, steps_per_epoch: int) -> tupl
     return epochs, epochs * steps_per_epoch, []
 
 
-def load_data(recipe: Recipe, run: dict, args: argparse.Namespace, context: distributed.Context) -> TrainData:
+def load_data(recipe: Recipe, run: dict, options: TrainOptions, context: distributed.Context) -> TrainData:
     """The dataset side of the run (fails with a clear message before anything is written)."""
     per_rank = engine.batch_per_rank(recipe.batch_size, context)
     if recipe.dataset == "cifar10":
         return cifar10_data(
-            args.data_dir,
+            options.data_dir,
             context,
             per_rank,
             run["seed"],
             recipe.val_split,
             run["max_train_samples"],
-            args.max_eval_samples,
-            args.channels_last,
+            options.max_eval_samples,
+            options.channels_last,
         )
     return imagenet_data(
-        args.data_dir,
+        options.data_dir,
         context,
         per_rank,
         run["seed"],
         run["max_train_samples"],
-        args.max_eval_samples,
-        args.channels_last,
-        args.workers,
+        options.max_eval_samples,
+        options.channels_last,
+        options.workers,
     )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run training; returns the last epoch's metrics row."""
+    """CLI: parse the flags (``--resume`` alone takes the rest from the run folder), train; the last metrics row."""
     args = build_parser().parse_args(argv)
-    context = distributed.setup(args.device)
+    recorded = engine.recorded_options(args.output_dir, load_classifier_checkpoint) if args.resume else None
+    return train(cli.options_from_args(TrainOptions, args, recorded))
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    """Run training (one process, or one rank under ``torchrun``); returns the last epoch's metrics row."""
+    context = distributed.setup(options.device)
     try:
-        return _train(args, context)
+        return _train(options, context)
     finally:
         distributed.cleanup()
 
 
-def _train(args: argparse.Namespace, context: distributed.Context) -> dict[str, Any]:
-    run = RunFolder(args.output_dir)
-    resumed, overrides = engine.start(args, run, load_classifier_checkpoint, extra=TRAINER_RUN_OPTIONS)
-    recipe, settings = resolve_run(get_recipe(args.recipe), overrides)
+def _train(options: TrainOptions, context: distributed.Context) -> dict[str, Any]:
+    run = RunFolder(options.output_dir)
+    resumed, overrides = engine.start(options, run, load_classifier_checkpoint, extra=TRAINER_RUN_OPTIONS)
+    recipe, settings = resolve_run(get_recipe(options.recipe), overrides)
     engine.seed_process(settings["seed"], context)
-    data = load_data(recipe, settings, args, context)
+    data = load_data(recipe, settings, options, context)
     epochs, total_steps, milestones = plan_steps(recipe, settings["epochs"], data.steps_per_epoch)
-    task = build_task(args, recipe, data, context, total_steps, milestones)
-    task.run_info = {"overrides": overrides}
+    task = build_task(options, recipe, data, context, total_steps, milestones)
+    task.run_info = {"overrides": overrides, "options": options.recorded()}
     if context.is_main:
         print(
             f"{recipe.name}: {recipe.model} on {context.device} x{context.world_size}, {epochs} epochs, "
             f"{total_steps} steps of {recipe.batch_size}, lr {recipe.lr} ({recipe.lr_schedule}, milestones "
-            f"{milestones}), output {args.output_dir}",
+            f"{milestones}), output {options.output_dir}",
             flush=True,
         )
-    plan = engine.Plan(epochs, total_steps, args.log_every, args.stop_after_epochs)
+    plan = engine.Plan(epochs, total_steps, options.log_every, options.stop_after_epochs)
     return engine.fit(task, plan, run, context, resumed)
 
 
 def build_task(
-    args: argparse.Namespace,
+    options: TrainOptions,
     recipe: Recipe,
     data: TrainData,
     context: distributed.Context,
@@ -169,22 +197,22 @@ def build_task(
     """The classification side of the engine: network, SGD, the paper's schedule, the step and the evaluation."""
     model_options = {"num_classes": model_info(recipe.model).num_classes, **recipe.model_options}
     model = create_model(recipe.model, **model_options).to(context.device)
-    if args.channels_last:
+    if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
     train_model = distributed.wrap(model, context)
-    if args.compile:
+    if options.compile:
         train_model = torch.compile(train_model)
-    amp = args.amp and context.device.type == "cuda"
-    step = _step_function(args, model, train_model, optimizer, context, amp)
+    amp = options.amp and context.device.type == "cuda"
+    step = _step_function(options, model, train_model, optimizer, context, amp)
     evaluator = NormalizedClassifier(model, data.preprocess["mean"], data.preprocess["std"]).to(context.device)
 
     def evaluate() -> dict[str, float]:
         errors = {}
         for name, batches in data.eval_sets.items():
-            counts = count_errors(evaluator, batches(), context.device, amp, args.channels_last)
+            counts = count_errors(evaluator, batches(), context.device, amp, options.channels_last)
             images, top1, top5 = distributed.all_reduce_sum(counts, context).tolist()
             errors |= {f"{name}_error": top1 / images, f"{name}_top5_error": top5 / images}
         return errors
@@ -215,7 +243,7 @@ def build_task(
 
 
 def _step_function(
-    args: argparse.Namespace,
+    options: TrainOptions,
     model: nn.Module,
     train_model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -223,9 +251,9 @@ def _step_function(
     amp: bool,
 ) -> Callable[[tuple[torch.Tensor, torch.Tensor]], engine.StepStats]:
     """``(images, labels) -> statistics`` of one SGD step, eager or replayed from a CUDA graph."""
-    if args.cuda_graph:
-        if context.device.type != "cuda" or context.distributed or args.compile:
-            raise SystemExit("--cuda-graph needs one CUDA device, without torchrun and without --compile")
+    if options.cuda_graph:
+        if context.device.type != "cuda" or context.distributed or options.compile:
+            raise UsageError("--cuda-graph needs one CUDA device, without torchrun and without --compile")
         graphed = GraphedTrainStep(model, optimizer, amp=amp)
 
         def run(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,4 +272,4 @@ def _step_function(
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)
