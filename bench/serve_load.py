@@ -40,9 +40,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench import uploads
 from bench.http_load import load
 from report.bench_file import Column, write_results
+from tests import uploads
 from tests.server import LocalServer, bentoml_serve
 from training import cli, data_folder
 from training.errors import UsageError

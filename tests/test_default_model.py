@@ -12,7 +12,6 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from bench import readme_example as example
 from tests.helpers import REPO_ROOT, dataset
 from training import data_folder
 from training.cifar10 import load_cifar10
@@ -71,10 +70,6 @@ def test_http_accuracy_on_200_real_images_equals_offline_evaluation(serve) -> No
 
     with serve("") as client:  # RESNET_LAB_MODEL empty: the embedded default model
         assert Path(client.get("/info").json()["model_path"]).resolve() == model_path.resolve()
-        shown = json.loads(example.EXAMPLE.read_text())  # the README's example answer is this server's
-        answer = example.ask(str(client.base_url))
-        assert [p["index"] for p in answer["predictions"]] == [p["index"] for p in shown["predictions"]]
-        assert [p["score"] for p in answer["predictions"]] == pytest.approx([p["score"] for p in shown["predictions"]])
         served = []
         for data, _ in images:
             response = client.post("/classify", files={"image": ("x.jpg", data, "image/jpeg")}, data={"top_k": "1"})

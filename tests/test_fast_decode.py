@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import decode_check, uploads
 from service import imaging
+from tests import decode_quality as decode_check
+from tests import uploads
 from training.cifar10 import load_cifar10
 
 # Measured on all 269 shared photos made phone-sized: mean 0.10, worst 0.18 grey levels (docs/bench/fast_decode.json).
