@@ -1,7 +1,7 @@
 """The README's example answer, from the real service: ``python -m bench.readme_example``.
 
-Starts ``bentoml serve`` with the embedded default model, uploads a real photo from the shared data folder (a
-house finch) as the README's ``curl`` line does, and writes the answer to ``docs/examples/classify.json``.
+Starts ``bentoml serve`` with the embedded default model, uploads the shipped photo of a cat (``tests/data``) as
+the README's ``curl`` line does, and writes the answer to ``docs/examples/classify.json``.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import httpx
 
 from report.provenance import REPO_ROOT
 from tests.server import bentoml_serve
-from training import cli, data_folder
+from training import cli
 from training.atomic import atomic_write_text
 
-PHOTO = Path("imagenet_samples/val/n01532829/n01532829_house_finch.JPEG")  # relative to the shared data folder
+PHOTO = REPO_ROOT / "tests" / "data" / "coco" / "val2017" / "000000119828.jpg"  # the README's curl line sends it
 TOP_K = 3
 EXAMPLE = REPO_ROOT / "docs" / "examples" / "classify.json"
 
 
 def ask(url: str) -> dict:
     """The service's answer for the example photo."""
-    photo = data_folder.data_dir() / PHOTO
+    photo = PHOTO
     response = httpx.post(
         url + "/classify", files={"image": (photo.name, photo.read_bytes())}, data={"top_k": str(TOP_K)}, timeout=60
     )

@@ -1,4 +1,4 @@
-"""Regenerate the README's generated blocks: ``python -m report.readme`` (``--check`` only compares).
+"""Regenerate the generated blocks of the README and the docs: ``python -m report.readme`` (``--check`` compares).
 
 A block sits between ``<!-- generated: SOURCE -->`` and ``<!-- /generated -->``. SOURCE is a benchmark results file
 (``docs/bench/NAME.json``, rendered by ``report.bench_file``), ``settings`` (``service.settings``' table) or a JSON
@@ -19,6 +19,11 @@ from .bench_file import render
 from .provenance import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
+
+
+def documents() -> list:
+    """Every Markdown file that may hold generated blocks: the README and ``docs/*.md``."""
+    return [README, *sorted((REPO_ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(  # a block's body never holds another block's start
     r"(<!-- generated: (?P<source>\S+) -->\n)(?P<body>(?:(?!<!-- generated:).)*?)(<!-- /generated -->)", re.DOTALL
 )
@@ -59,22 +64,21 @@ def regenerate(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> bool:
-    """Rewrite README.md (or, with ``--check``, say whether it is up to date); returns whether it was."""
+    """Rewrite the documents' generated blocks (or, with ``--check``, say whether they are up to date); returns
+    whether they were."""
     parser = argparse.ArgumentParser(
         prog="python -m report.readme", description=__doc__, formatter_class=cli.HelpFormatter
     )
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when a block drifted")
+    parser.add_argument("--check", action="store_true", help="only compare; exit 2 when a block drifted")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    current = regenerate(text) == text
-    if args.check:
-        if not current:
-            raise UsageError("README.md's generated blocks drifted: run `python -m report.readme`")
-        return True
-    if not current:
-        atomic_write_text(README, regenerate(text))
-        print(f"rewrote the generated blocks of {README}")
-    return current
+    stale = [path for path in documents() if regenerate(path.read_text()) != path.read_text()]
+    if args.check and stale:
+        names = ", ".join(str(path.relative_to(REPO_ROOT)) for path in stale)
+        raise UsageError(f"generated blocks drifted in {names}: run `python -m report.readme`")
+    for path in [] if args.check else stale:
+        atomic_write_text(path, regenerate(path.read_text()))
+        print(f"rewrote the generated blocks of {path}")
+    return not stale
 
 
 if __name__ == "__main__":

@@ -28,18 +28,26 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """A server subprocess in its own session: ``{port}`` in the command is replaced by a free port."""
+    """A server subprocess in its own session: ``{port}`` in the command and the environment is replaced by a free
+    port."""
 
     def __init__(
-        self, command: list[str], env: dict[str, str], log: Path, ready_path: str = "/readyz", timeout: float = 180
+        self,
+        command: list[str],
+        env: dict[str, str],
+        log: Path,
+        ready_path: str = "/readyz",
+        timeout: float = 180,
+        cwd: Path = REPO_ROOT,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [part.replace("{port}", str(self.port)) for part in command]
+        env = {name: value.replace("{port}", str(self.port)) for name, value in env.items()}
         with open(log, "wb") as stream:
             self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=stream, stderr=subprocess.STDOUT,
+                command, cwd=cwd, env={**os.environ, **env}, stdout=stream, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         try:

@@ -1,5 +1,5 @@
-"""The README's layout table says which package imports which; the source must agree, the layers stack one way,
-and only command-line entry points end the process."""
+"""The layout table of docs/development.md says which package imports which; the source must agree, the layers
+stack one way, and only command-line entry points end the process."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def imported_packages(package: str) -> set[str]:
 
 
 def documented_imports() -> dict[str, set[str]]:
-    """Each package row of the README's layout table -> the packages its "imports" column names."""
-    layout = (REPO_ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    """Each package row of the layout table -> the packages its "imports" column names."""
+    layout = (REPO_ROOT / "docs" / "development.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in layout.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
