@@ -1,7 +1,8 @@
-# resnet-lab: `make serve` and `make test` set everything up on a fresh machine with Python 3.11.
+# resnet-lab: `make serve` and `make test` set everything up on a fresh machine with the Python pyproject.toml asks.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON_VERSION := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\),.*/\1/p' pyproject.toml)
+PYTHON ?= $(shell command -v python$(PYTHON_VERSION) || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
@@ -12,7 +13,7 @@ PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || tru
 .PHONY: venv test lint serve summary data clean
 
 $(BIN)/.installed: pyproject.toml
-	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "resnet-lab needs Python 3.11"'
+	$(PYTHON) -c 'import sys; v = "$(PYTHON_VERSION)"; assert "%d.%d" % sys.version_info[:2] == v, "resnet-lab needs Python " + v'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev,detection-fast]' 2>&1 | $(PIP_QUIET)
 	$(BIN)/python -c 'import torch, torchvision, onnxruntime, bentoml'

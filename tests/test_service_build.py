@@ -48,3 +48,13 @@ def test_bentoml_build_offline(tmp_path, cifar_export) -> None:
     assert "torch" not in requirements
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
     assert "nvidia/cuda" in dockerfile
+
+
+def test_the_image_runs_the_python_the_project_requires() -> None:
+    import tomllib
+
+    import yaml
+
+    required = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    image = yaml.safe_load((REPO_ROOT / "bentofile.yaml").read_text())["docker"]["python_version"]
+    assert required == f">={image},<3.{int(image.split('.')[1]) + 1}"  # one minor version, the image's

@@ -27,7 +27,7 @@ class Recipe:
     weight_decay: float = 1e-4
     # "iterations": /10 at `milestone_iters`, stop at `max_iters` (CIFAR, Sec. 4.2);
     # "plateau": /10 when the validation error stops improving (ImageNet, Sec. 3.4);
-    # "step": /10 at `milestone_epochs`, stop at `epochs` (the common fixed 30/60/90 variant).
+    # "step": /10 at `milestone_epochs` of STEP_SCHEDULE_EPOCHS, scaled to `--epochs` (the common fixed variant).
     lr_schedule: str = "iterations"
     max_iters: int = 0
     milestone_iters: tuple[int, ...] = ()
@@ -84,10 +84,12 @@ def _imagenet(kind: str, depth: int) -> Recipe:
         lr=0.1,
         lr_schedule="plateau",
         epochs=120,  # the paper trains up to 60e4 iterations of 256 images, about 120 epochs
-        milestone_epochs=(30, 60),  # used by `--lr-schedule step` with `--epochs 90`
+        milestone_epochs=(30, 60),  # of STEP_SCHEDULE_EPOCHS, used by `--lr-schedule step`
         paper="Sec. 3.4, Tables 2-4, Fig. 4",
     )
 
+
+STEP_SCHEDULE_EPOCHS = 90  # the fixed variant's length, /10 at milestone_epochs (torchvision's reference recipe)
 
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe

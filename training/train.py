@@ -25,12 +25,11 @@ from training.errors import UsageError
 from . import cli, distributed, engine
 from .classifier import FORMAT, load_classifier_checkpoint
 from .data import TrainData, cifar10_data, imagenet_data
-from .recipes import LR_SCHEDULES, RECIPES, Recipe, get_recipe
+from .recipes import LR_SCHEDULES, RECIPES, STEP_SCHEDULE_EPOCHS, Recipe, get_recipe
 from .run_folder import RunFolder
 from .schedule import PaperSchedule
 from .steps import GraphedTrainStep, count_errors, train_step
 
-STEP_SCHEDULE_EPOCHS = 90  # the fixed variant: /10 at epochs 30 and 60 of 90 (torchvision's reference recipe)
 TRAINER_RUN_OPTIONS = ("epochs", "lr_schedule")  # run-changing flags of this trainer besides ``cli.RUN_OPTIONS``
 
 
@@ -67,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lr-schedule",
         choices=LR_SCHEDULES,
-        help="ImageNet: plateau (paper) or step (30/60/90) (default: the recipe's)",
+        help=f"ImageNet: plateau (paper) or step (/10 at fixed epochs of {STEP_SCHEDULE_EPOCHS}, scaled to --epochs) "
+        "(default: the recipe's)",
     )
     cli.add_run_arguments(parser)
     parser.add_argument(
