@@ -1,4 +1,5 @@
-"""Regenerate the README's generated blocks: ``python -m report.readme`` (``--check`` only compares).
+"""Regenerate the generated blocks of the README and of ``docs/deploy.md``: ``python -m report.readme`` (``--check``
+only compares).
 
 A block sits between ``<!-- generated: SOURCE -->`` and ``<!-- /generated -->``. SOURCE is a benchmark results file
 (``docs/bench/NAME.json``, rendered by ``report.bench_file``), ``settings`` (``service.settings``' table) or a JSON
@@ -18,6 +19,7 @@ from .bench_file import render
 from .provenance import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
+DOCUMENTS = [README, REPO_ROOT / "docs" / "deploy.md"]  # the files with generated blocks
 BLOCK = re.compile(  # a block's body never holds another block's start
     r"(<!-- generated: (?P<source>\S+) -->\n)(?P<body>(?:(?!<!-- generated:).)*?)(<!-- /generated -->)", re.DOTALL
 )
@@ -58,22 +60,25 @@ def regenerate(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> bool:
-    """Rewrite README.md (or, with ``--check``, say whether it is up to date); returns whether it was."""
+    """Rewrite the documents' generated blocks (or, with ``--check``, say whether they are up to date); returns
+    whether they were."""
     parser = argparse.ArgumentParser(
         prog="python -m report.readme", description=__doc__, formatter_class=cli.HelpFormatter
     )
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when a block drifted")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    current = regenerate(text) == text
-    if args.check:
-        if not current:
-            raise SystemExit("README.md's generated blocks drifted: run `python -m report.readme`")
-        return True
-    if not current:
-        atomic_write_text(README, regenerate(text))
-        print(f"rewrote the generated blocks of {README}")
-    return current
+    drifted = []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        if regenerate(text) == text:
+            continue
+        drifted.append(document.relative_to(REPO_ROOT))
+        if not args.check:
+            atomic_write_text(document, regenerate(text))
+            print(f"rewrote the generated blocks of {document}")
+    if args.check and drifted:
+        raise SystemExit(f"generated blocks drifted in {', '.join(map(str, drifted))}: run `python -m report.readme`")
+    return not drifted
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from report import readme
 from service.settings import Settings, env_name
 from service.shutdown import SETTLE_SECONDS
 from tests.manifests import KUBERNETES, one, render
-from tests.server import drain_timeout_s
+from tests.server import REPO_ROOT, drain_timeout_s
 
 LAYOUTS = ["base", "gpu", "model-volume"]
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]  # 1.30: the first with preStop's sleep on by default
@@ -95,3 +96,8 @@ def test_model_volume_overlay_serves_a_file_from_the_volume() -> None:
     assert model.startswith(mount["mountPath"] + "/") and model.endswith(".onnx") and mount["readOnly"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "models"]
     assert volume["persistentVolumeClaim"]["claimName"] == one(resources, "PersistentVolumeClaim")["metadata"]["name"]
+
+
+def test_deploy_page_figures_are_generated_from_their_files() -> None:
+    page = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    assert readme.regenerate(page) == page, "docs/deploy.md drifted from its sources: run `python -m report.readme`"
