@@ -58,7 +58,10 @@ def haproxy_binary() -> str:
     """The haproxy program; installed from the distribution's packages if missing."""
     found = shutil.which("haproxy")
     if found is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "haproxy"], check=True, capture_output=True, timeout=300)
+        install = ["apt-get", "install", "-y", "-q", "haproxy"]
+        if subprocess.run(install, capture_output=True, timeout=300).returncode != 0:  # no package lists yet
+            subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=300)
+            subprocess.run(install, check=True, capture_output=True, timeout=300)
         found = shutil.which("haproxy")
     if found is None:
         raise RuntimeError("haproxy not found and `apt-get install -y haproxy` did not provide it")
