@@ -23,7 +23,7 @@ import bentoml
 import numpy as np
 from starlette.responses import JSONResponse
 
-from service import answers, imaging
+from service import answers, imaging, shutdown
 from service.bentoml_adapter import batching_queue, cancel_request_timers
 from service.contract import DETECTION, FP32, Key
 from service.detector import DetectionRefused, Detector
@@ -101,6 +101,10 @@ class VisionService:
             self.model.providers,
         )
         _current = self
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's /readyz: 503 once SIGTERM has started the shutdown (``service.shutdown``)."""
+        return not shutdown.draining()
 
     def describe(self) -> dict[str, Any]:
         """What /info shows."""
@@ -205,6 +209,7 @@ class VisionService:
         return logits
 
 
-VisionService.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes)  # outermost of ours
+VisionService.add_asgi_middleware(shutdown.GracefulShutdown, lame_duck_seconds=SETTINGS.lame_duck_seconds)  # outermost
+VisionService.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_upload_bytes)
 VisionService.add_asgi_middleware(ErrorBodyShape)  # BentoML's 4xx bodies -> {"error": "<sentence>"}
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietRejections())  # where BentoML logs API errors

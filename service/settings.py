@@ -33,6 +33,12 @@ class Settings:
     max_latency_ms: int = _setting(
         "RESNET_LAB_MAX_LATENCY_MS", 20_000, "waiting longer for the batching queue or a detection slot: 503"
     )
+    lame_duck_seconds: int = _setting(
+        "RESNET_LAB_LAME_DUCK_SECONDS",
+        0,
+        "after SIGTERM: /readyz answers 503 while requests are still served this long (for a load balancer to "
+        "notice), then the server drains and exits",
+    )
     max_upload_bytes: int = _setting("RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "larger uploads get a 413")
     max_image_pixels: int = _setting(
         "RESNET_LAB_MAX_IMAGE_PIXELS", 50_000_000, "images declaring more pixels get a 413 (before decoding)"
@@ -49,6 +55,12 @@ class Settings:
     )
     providers: str = _setting(
         "RESNET_LAB_PROVIDERS", "", "comma-separated ONNX Runtime providers; empty: CUDA where a GPU works, else CPU"
+    )
+    api_keys: str = _setting(
+        "RESNET_LAB_API_KEYS",
+        "",
+        "comma-separated API keys, or @/path/to/file (one per line, re-read when it changes); set: every route but "
+        "the probes and docs needs `Authorization: Bearer KEY`",
     )
 
     @classmethod

@@ -6,12 +6,14 @@ harness. Not part of the bento (``bentofile.yaml`` leaves it out).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -28,8 +30,8 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """A server subprocess in its own session: ``{port}`` in the command and the environment is replaced by a free
-    port."""
+    """A server subprocess in its own session: ``{port}`` in the command and the environment is replaced by ``port``
+    (default: a free one)."""
 
     def __init__(
         self,
@@ -38,9 +40,10 @@ class LocalServer:
         log: Path,
         ready_path: str = "/readyz",
         timeout: float = 180,
+        port: int | None = None,
         cwd: Path = REPO_ROOT,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [part.replace("{port}", str(self.port)) for part in command]
@@ -95,7 +98,32 @@ class LocalServer:
         self.stop()
 
 
-def bentoml_serve(env: dict[str, str], log: Path, timeout: float = 180) -> LocalServer:
-    """``bentoml serve`` of this repository (``bentofile.yaml``) with ``env`` (``RESNET_LAB_*``, ``BENTOML_HOME``)."""
-    command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
-    return LocalServer(command, {"BENTOML_DO_NOT_TRACK": "True", **env}, log, "/readyz", timeout)
+def bentoml_serve(
+    env: dict[str, str],
+    log: Path,
+    timeout: float = 180,
+    port: int | None = None,
+    options: Sequence[str] = (),
+    cwd: Path = REPO_ROOT,
+) -> LocalServer:
+    """``bentoml serve`` of this repository (``bentofile.yaml``; or of the checkout ``cwd``) with ``env``
+    (``RESNET_LAB_*``, ``BENTOML_HOME``) and more ``options`` of ``bentoml serve``."""
+    command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}", *options]
+    return LocalServer(command, {"BENTOML_DO_NOT_TRACK": "True", **env}, log, "/readyz", timeout, port, cwd)
+
+
+IMAGE_DOCKERFILE_TEMPLATE = REPO_ROOT / "deploy" / "bento" / "Dockerfile.j2"
+
+
+def image_command() -> list[str]:
+    """The container image's ``CMD`` (``deploy/bento/Dockerfile.j2``): ``serve`` and its options."""
+    for line in IMAGE_DOCKERFILE_TEMPLATE.read_text().splitlines():
+        if line.startswith("CMD "):
+            return json.loads(line.removeprefix("CMD "))
+    raise ValueError(f"no CMD line in {IMAGE_DOCKERFILE_TEMPLATE}")
+
+
+def drain_timeout_s() -> int:
+    """The image's bound on finishing requests in flight after SIGTERM (``--timeout-graceful-shutdown``)."""
+    command = image_command()
+    return int(command[command.index("--timeout-graceful-shutdown") + 1])
