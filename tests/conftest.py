@@ -19,7 +19,7 @@ import httpx
 import pytest
 import torch
 
-from export import classifier as exporter
+from export.command import main as export_main
 from models import create_model
 from models.registry import FAMILY_INPUTS
 from tests.helpers import (
@@ -187,14 +187,14 @@ def torchvision_state_dict(imagenet_samples: Path, work_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def cifar_export(cifar_checkpoint: Path, work_dir: Path, bentoml_home: Path) -> dict:
     """``python -m export --checkpoint`` on the CIFAR checkpoint (its report; registered in the store)."""
-    return exporter.main(["--checkpoint", str(cifar_checkpoint), "--output", str(work_dir / "cifar_resnet20.onnx")])
+    return export_main(["--checkpoint", str(cifar_checkpoint), "--output", str(work_dir / "cifar_resnet20.onnx")])
 
 
 @pytest.fixture(scope="session")
 def resnet18_export(torchvision_state_dict: Path, work_dir: Path, bentoml_home: Path) -> dict:
     """``python -m export --torchvision-state-dict --arch resnet18`` (1000 ImageNet classes)."""
     argv = ["--torchvision-state-dict", str(torchvision_state_dict), "--arch", "resnet18"]
-    return exporter.main([*argv, "--output", str(work_dir / "resnet18.onnx")])
+    return export_main([*argv, "--output", str(work_dir / "resnet18.onnx")])
 
 
 @pytest.fixture(scope="session")

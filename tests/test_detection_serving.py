@@ -19,6 +19,7 @@ from PIL import Image
 from detection import eval_coco
 from detection.checkpoint import load_detection_checkpoint
 from export import detector as detection_export
+from export.command import main as export_main
 from export.onnx_file import sha256_of
 from service import imaging
 from service.contract import DETECTION
@@ -26,15 +27,14 @@ from service.runtime import OnnxModel
 from service.settings import Settings
 from tests.fuzz_requests import request as fuzz_request
 from tests.helpers import BAD_INPUTS, SHAPE_CATEGORIES, UPLOAD_LIMIT, burst, encode, metric
+from training.errors import UsageError
 
 SHAPES_AP_TOLERANCE = 0.005
 
 
 def exported(run: Path, output: Path, *extra: str) -> dict:
     """``python -m export`` of a run's last checkpoint (verified on real COCO val images)."""
-    return detection_export.main(
-        ["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output), *extra]
-    )
+    return export_main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_a_mismatching_export_writes_nothing(shapes_detector, tmp_path, monkeypa
         return original(changed, *args, **kwargs)
 
     monkeypatch.setattr(detection_export, "export_detector_onnx", shifted)
-    with pytest.raises(SystemExit, match="verification FAILED"):
+    with pytest.raises(UsageError, match="verification FAILED"):
         exported(shapes_detector, tmp_path / "detector.onnx", "--no-register")
     assert not list(tmp_path.iterdir())
 

@@ -10,10 +10,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export import classifier as exporter
 from export import int8
+from export.command import main as export_main
 from service.runtime import DEFAULT_MODEL
 from training.cifar10 import load_cifar10
+from training.errors import UsageError
 
 
 def props(path) -> dict[str, str]:
@@ -50,7 +51,7 @@ def test_the_default_model_in_int8_keeps_its_error_within_half_a_point(cifar_dir
 
 def test_a_quantization_that_misses_the_bar_writes_nothing(tmp_path) -> None:
     output = tmp_path / "int8.onnx"
-    with pytest.raises(SystemExit, match="int8 verification FAILED"):
+    with pytest.raises(UsageError, match="int8 verification FAILED"):
         int8.main(["--model", str(DEFAULT_MODEL), "--output", str(output), "--calibration-images", "64",
                    "--min-agreement", "1.01"])  # fmt: skip
     assert not output.exists()
@@ -59,7 +60,7 @@ def test_a_quantization_that_misses_the_bar_writes_nothing(tmp_path) -> None:
 def test_checkpoint_exported_as_int8_is_served_and_says_so(trained_cifar_run, serve, cifar_files, tmp_path) -> None:
     run, _ = trained_cifar_run
     output = tmp_path / "model.onnx"
-    report = exporter.main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output),
+    report = export_main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output),
                             "--no-register", "--quantize", "int8", "--calibration-images", "256"])  # fmt: skip
     assert report["precision"] == "int8" and report["verify_int8"]["images"] == 300
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
