@@ -185,6 +185,32 @@ def torchvision_state_dict(imagenet_samples: Path, work_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def torchvision_classifier(imagenet_samples: Path, work_dir: Path) -> Callable[[str], tuple[torch.nn.Module, dict]]:
+    """``torchvision_classifier(arch)``: (torchvision's ResNet, the report of ``python -m export
+    --torchvision-state-dict FILE --arch ARCH --resize-size N --no-register``), made once per arch for the session.
+    The model has BatchNorm calibrated on real photos and a scaled classifier; N is its published weights' resize."""
+    from tests.torchvision_weights import CLASSIFIER_WEIGHTS, calibrated_classifier, classifier_resize
+
+    inputs = FAMILY_INPUTS["imagenet"]
+    files = data_folder.imagenet_sample_files()[1::13][:16]
+    pixels = image_batch(files, inputs.resize_size, inputs.crop_size).float() / 255
+    batch = (pixels - torch.tensor(inputs.mean).view(3, 1, 1)) / torch.tensor(inputs.std).view(3, 1, 1)
+    made: dict[str, tuple[torch.nn.Module, dict]] = {}
+
+    def make(arch: str) -> tuple[torch.nn.Module, dict]:
+        if arch not in made:
+            path = work_dir / Path(CLASSIFIER_WEIGHTS[arch].url).name  # the published name: resnet50-11ad3fa6.pth
+            model = calibrated_classifier(arch, batch, path)
+            resize = str(classifier_resize(arch))
+            source = ["--torchvision-state-dict", str(path), "--arch", arch, "--resize-size", resize]
+            output = ["--output", str(work_dir / f"{arch}_torchvision.onnx"), "--no-register", "--verify-count", "2"]
+            made[arch] = model, export_main(source + output)
+        return made[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def cifar_export(cifar_checkpoint: Path, work_dir: Path, bentoml_home: Path) -> dict:
     """``python -m export --checkpoint`` on the CIFAR checkpoint (its report; registered in the store)."""
     return export_main(["--checkpoint", str(cifar_checkpoint), "--output", str(work_dir / "cifar_resnet20.onnx")])
