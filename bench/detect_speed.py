@@ -29,7 +29,7 @@ from detection.model import build_detector, fresh_backbone, set_test_size
 from detection.recipes import get_recipe
 from export.detector import SCORE_THRESHOLD, metadata_for
 from export.detector_graph import export_detector_onnx, onnx_ready
-from export.onnx_file import with_metadata, write_model
+from export.onnx_file import sha256_of, with_metadata, write_model
 from report.bench_file import Column, write_results
 from service import imaging
 from service.contract import DETECTION
@@ -63,8 +63,8 @@ def random_detector(recipe_name: str, sizes: dict[str, int], folder: Path) -> tu
     }  # fmt: skip
     checkpoint = save_checkpoint(state, folder / f"{recipe_name}.pt", FORMAT)
     onnx_bytes = export_detector_onnx(onnx_ready(model, recipe, COCO_IDS, SCORE_THRESHOLD, **sizes))
-    onnx_path = write_model(with_metadata(onnx_bytes, metadata_for(state, checkpoint, SCORE_THRESHOLD, sizes)),
-                            folder / f"{recipe_name}.onnx")  # fmt: skip
+    metadata = metadata_for(state, model, recipe, sha256_of(checkpoint), SCORE_THRESHOLD, sizes)
+    onnx_path = write_model(with_metadata(onnx_bytes, metadata), folder / f"{recipe_name}.onnx")
     set_test_size(model, sizes["min_size"], sizes["max_size"])
     return model.eval(), onnx_path
 

@@ -89,7 +89,7 @@ def make_model(name: str, folder: Path) -> tuple[Path, Path]:
     """Random-init checkpoint and its verified ONNX export (not registered in the model store)."""
     import torch
 
-    from export import classifier as exporter
+    from export.command import main as export_main
     from models import create_model, model_info
     from training import imagenet
     from training.classifier import save_classifier_checkpoint
@@ -105,7 +105,7 @@ def make_model(name: str, folder: Path) -> tuple[Path, Path]:
     }  # fmt: skip
     checkpoint = save_classifier_checkpoint(state, folder / f"{name}.pt")
     onnx_path = folder / f"{name}.onnx"
-    exporter.main(["--checkpoint", str(checkpoint), "--output", str(onnx_path), "--no-register"])
+    export_main(["--checkpoint", str(checkpoint), "--output", str(onnx_path), "--no-register"])
     return checkpoint, onnx_path
 
 
@@ -183,13 +183,10 @@ def int8_copy(
 ) -> tuple[Path, dict]:
     """Quantize an exported file into ``work`` (``export.int8``); the int8 path and its verification report. The
     bars default to none: random-init nets have near-tie logits, so agreement is not the point of a speed bench."""
-    from export.int8 import quantized_and_verified
+    from export.int8 import Int8Options, quantized_and_verified
     from export.onnx_file import write_model
 
-    options = argparse.Namespace(
-        calibration_images=calibration, calibration_method="minmax", verify_images=None, verify_int8=300,
-        min_agreement=min_agreement, min_top5=min_top5,
-    )  # fmt: skip
+    options = Int8Options(calibration_images=calibration, min_agreement=min_agreement, min_top5=min_top5)
     int8_bytes, report = quantized_and_verified(model.read_bytes(), options)
     return write_model(int8_bytes, work / (model.stem + "-int8.onnx")), report
 

@@ -65,6 +65,14 @@ def check_results(results: list[dict[str, Any]], coco_gt: Any) -> None:
             raise SystemExit(f"detection #{index} has score {detection['score']!r}; expected a number")
 
 
+def known_categories(results: list[dict[str, Any]], coco_gt: Any) -> tuple[list[dict[str, Any]], int]:
+    """The detections of categories the ground truth has, and how many others were left out. COCOeval scores the
+    ground truth's categories only, so a model with more (torchvision's 91 slots, ten unused) loses nothing by it."""
+    known = set(coco_gt.getCatIds())
+    kept = [detection for detection in results if detection.get("category_id") in known]
+    return kept, len(results) - len(kept)
+
+
 def evaluate(
     coco_gt: Any,
     results: list[dict[str, Any]],

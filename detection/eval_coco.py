@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from detection.checkpoint import detector_from_checkpoint, load_detection_checkpoint
-from detection.coco_eval import BACKENDS, evaluate, load_ground_truth, read_results, write_metrics
-from detection.data import CocoDetectionDataset
+from detection.coco_eval import BACKENDS, evaluate, known_categories, load_ground_truth, read_results, write_metrics
+from detection.data import CategoryMap, CocoDetectionDataset
 from detection.inference import detect
 from detection.model import set_test_size
 from detection.served import EVAL_SCORE_THRESHOLD, detect_onnx, detect_server
@@ -75,7 +75,7 @@ def split(args: argparse.Namespace) -> CocoDetectionDataset:
 
 
 def run_checkpoint(args: argparse.Namespace, dataset: CocoDetectionDataset) -> list[dict[str, Any]]:
-    """Run the checkpoint's detector (PyTorch) over the images."""
+    """Run the checkpoint's detector (PyTorch) over the images; labels map through its own category ids."""
     state = load_detection_checkpoint(args.checkpoint)
     model, recipe = detector_from_checkpoint(state)
     if args.rpn_post_nms_top_n_test:
@@ -84,9 +84,8 @@ def run_checkpoint(args: argparse.Namespace, dataset: CocoDetectionDataset) -> l
     set_test_size(model, args.min_size_test or recipe.min_size_test, args.max_size or recipe.max_size)
     context = distributed.setup(args.device, fixed_input_sizes=False)
     model.to(context.device).eval()
-    if dataset.categories.category_ids != [int(value) for value in state["category_ids"]]:
-        raise SystemExit(f"{args.checkpoint} was trained on other categories than {args.coco_root}/{args.split}")
-    return detect(model, dataset, context, args.batch_size, args.workers, progress=True)
+    categories = CategoryMap([{"id": int(category_id)} for category_id in state["category_ids"]])  # sorted, as trained
+    return detect(model, dataset, context, args.batch_size, args.workers, progress=True, categories=categories)
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[int], Path]:
@@ -110,6 +109,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     else:
         results, image_ids, ann_file = run(args)
         coco_gt = load_ground_truth(ann_file, args.backend)
+        results, left_out = known_categories(results, coco_gt)
+        if left_out:
+            print(f"{left_out} detections of categories {ann_file.name} lacks were left out (COCOeval ignores them)")
         if args.output_dir:
             atomic_write_text(args.output_dir / "detections.json", json.dumps(results))
     metrics, summary = evaluate(coco_gt, results, image_ids, args.backend)

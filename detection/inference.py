@@ -40,15 +40,18 @@ def detect(
     batch_size: int = 1,
     workers: int = 0,
     progress: bool = False,
+    categories: CategoryMap | None = None,
 ) -> list[dict[str, Any]]:
-    """COCO results of ``model`` (in eval mode) on every image of ``dataset``, gathered from all ranks."""
+    """COCO results of ``model`` (in eval mode) on every image of ``dataset``, gathered from all ranks; labels map
+    to category ids through ``categories`` (the model's own; default: the dataset's)."""
     shard = Subset(dataset, distributed.shard(len(dataset), context))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, collate_fn=collate)
     results: list[dict[str, Any]] = []
     for images, targets in tqdm(loader, desc="detect", unit="batch", disable=not progress, leave=False):
         outputs = model([image.to(context.device) for image in images])
         outputs = [{key: value.cpu() for key, value in output.items()} for output in outputs]
-        results += to_coco_results(outputs, [target["image_id"] for target in targets], dataset.categories)
+        image_ids = [target["image_id"] for target in targets]
+        results += to_coco_results(outputs, image_ids, categories or dataset.categories)
     return distributed.all_gather(results, context)
 
 

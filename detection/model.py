@@ -5,21 +5,26 @@ proposes boxes on it; RoIAlign cuts 14x14 features per proposal; conv5_x runs pe
 pooling and ``FastRCNNPredictor`` (class scores + per-class box deltas). The generic rule is "all stages but the
 last form the trunk, the last stage is the box head", so CIFAR-sized nets work too (trunk stride 2).
 FPN (option): torchvision's ``BackboneWithFPN`` over all stages with the standard two-layer MLP box head.
+FPN v2 (option): BatchNorm after every FPN conv, a two-conv RPN head and a four-conv + FC box head
+(``FastRCNNConvFCHead``), the design of torchvision's ``fasterrcnn_resnet50_fpn_v2``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -29,12 +34,15 @@ from models import create_model
 from models.registry import FAMILY_INPUTS
 
 STEM_NAMES = ("conv1", "bn1", "relu", "maxpool")
+FPN_CHANNELS = 256
+BATCHNORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d by a FrozenBatchNorm2d holding the same statistics and affine parameters."""
+def freeze_batchnorm(module: nn.Module, eps: float | None = None) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d holding the same statistics and affine parameters (and
+    ``eps``, default: each BatchNorm's own)."""
     if isinstance(module, nn.BatchNorm2d):
-        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps if eps is None else eps)
         if module.affine:
             frozen.weight.copy_(module.weight.detach())
             frozen.bias.copy_(module.bias.detach())
@@ -43,10 +51,42 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
             frozen.running_var.copy_(module.running_var)
         return frozen
     for name, child in module.named_children():
-        replacement = freeze_batchnorm(child)
+        replacement = freeze_batchnorm(child, eps)
         if replacement is not child:
             setattr(module, name, replacement)
     return module
+
+
+def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(conv, BatchNorm) child names where the BatchNorm reads the conv's output: consecutive children of a
+    Sequential, or ``convN`` / ``bnN`` of a block (the ResNet blocks' and stems' naming, as torchvision's)."""
+    children = dict(module.named_children())
+    names = list(children)
+    if isinstance(module, nn.Sequential):
+        candidates = list(zip(names, names[1:], strict=False))
+    else:
+        candidates = [(name, "bn" + match.group(1)) for name in names if (match := re.fullmatch(r"conv(\d+)", name))]
+    return [
+        (conv, bn)
+        for conv, bn in candidates
+        if isinstance(children[conv], nn.Conv2d) and isinstance(children.get(bn), BATCHNORMS)
+    ]
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> int:
+    """For inference: fold each eval-mode BatchNorm into the conv before it (one conv with a bias instead of a conv,
+    a multiply and an add); returns how many were folded. The model must be in eval mode and stay there."""
+    if any(module.training for module in model.modules()):
+        raise ValueError("fold_batchnorm changes the model for inference only: call model.eval() first")
+    folded = 0
+    for module in list(model.modules()):
+        for conv_name, bn_name in _conv_bn_pairs(module):
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+            setattr(module, bn_name, nn.Identity())
+            folded += 1
+    return folded
 
 
 def stem_names(net: nn.Module) -> list[str]:
@@ -113,8 +153,12 @@ class ResNetStageBoxHead(nn.Module):
 def prepare_backbone(net: nn.Module, recipe: DetectionRecipe) -> nn.Module:
     """Convert the classifier's BN as the recipe says (frozen or trainable) and freeze its early layers."""
     if recipe.norm == "frozen":
-        freeze_batchnorm(net)
-    elif recipe.norm != "batch":
+        freeze_batchnorm(net, recipe.norm_eps)
+    elif recipe.norm == "batch":
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = recipe.norm_eps
+    else:
         raise ValueError(f"norm must be 'frozen' or 'batch', got {recipe.norm!r}")
     freeze_early_layers(net, recipe.trainable_stages)
     return net
@@ -139,7 +183,9 @@ def c4_heads(recipe: DetectionRecipe, net: nn.Module, num_classes: int) -> dict[
     }
 
 
-def fpn_heads(recipe: DetectionRecipe, net: nn.Module, num_classes: int) -> dict[str, nn.Module]:
+def fpn_heads(
+    recipe: DetectionRecipe, net: nn.Module, num_classes: int, norm_layer: type[nn.Module] | None = None
+) -> dict[str, nn.Module]:
     """The FPN option: a feature pyramid over every stage, one anchor size per level, a two-layer MLP box head."""
     names = stage_names(net)
     levels = len(names) + 1
@@ -150,8 +196,9 @@ def fpn_heads(recipe: DetectionRecipe, net: nn.Module, num_classes: int) -> dict
             net,
             return_layers={name: str(index) for index, name in enumerate(names)},
             in_channels_list=stage_channels(net),
-            out_channels=256,
+            out_channels=FPN_CHANNELS,
             extra_blocks=LastLevelMaxPool(),
+            norm_layer=norm_layer,
         ),
         "rpn_anchor_generator": AnchorGenerator(
             sizes=tuple((size,) for size in recipe.anchor_sizes),
@@ -162,12 +209,23 @@ def fpn_heads(recipe: DetectionRecipe, net: nn.Module, num_classes: int) -> dict
             output_size=recipe.roi_output_size,
             sampling_ratio=2,
         ),
-        "box_head": TwoMLPHead(256 * recipe.roi_output_size**2, 1024),
+        "box_head": TwoMLPHead(FPN_CHANNELS * recipe.roi_output_size**2, 1024),
         "box_predictor": FastRCNNPredictor(1024, num_classes),
     }
 
 
-DESIGNS = {"c4": c4_heads, "fpn": fpn_heads}
+def fpn_v2_heads(recipe: DetectionRecipe, net: nn.Module, num_classes: int) -> dict[str, nn.Module]:
+    """FPN v2: BatchNorm after each FPN conv, two 3x3 convs in the RPN head, four 3x3 convs (with BatchNorm) and one
+    FC layer in the box head."""
+    parts = fpn_heads(recipe, net, num_classes, norm_layer=nn.BatchNorm2d)
+    pooled = (FPN_CHANNELS, recipe.roi_output_size, recipe.roi_output_size)
+    anchors_per_location = parts["rpn_anchor_generator"].num_anchors_per_location()[0]
+    parts["rpn_head"] = RPNHead(FPN_CHANNELS, anchors_per_location, conv_depth=2)
+    parts["box_head"] = FastRCNNConvFCHead(pooled, [FPN_CHANNELS] * 4, [1024], norm_layer=nn.BatchNorm2d)
+    return parts
+
+
+DESIGNS = {"c4": c4_heads, "fpn": fpn_heads, "fpn_v2": fpn_v2_heads}
 
 
 def build_detector(
@@ -177,7 +235,8 @@ def build_detector(
     image_mean: list[float] | None = None,
     image_std: list[float] | None = None,
 ) -> FasterRCNN:
-    """Faster R-CNN (C4 or FPN per ``recipe.design``) around ``net``; ``num_classes`` counts the background."""
+    """Faster R-CNN (C4, FPN or FPN v2 per ``recipe.design``) around ``net``; ``num_classes`` counts the
+    background."""
     if recipe.design not in DESIGNS:
         raise ValueError(f"design must be one of {', '.join(DESIGNS)}, got {recipe.design!r}")
     model = FasterRCNN(

@@ -14,7 +14,7 @@ class DetectionRecipe:
 
     name: str
     arch: str = "resnet50"  # any name from models.list_models()
-    design: str = "c4"  # "c4" (paper: conv1..conv4_x shared, conv5_x per RoI) or "fpn"
+    design: str = "c4"  # "c4" (paper: conv1..conv4_x shared, conv5_x per RoI), "fpn" or "fpn_v2" (detection.model)
     # RPN: 3 scales x 3 aspect ratios on the stride-16 map (paper Sec. 3.1 of Faster R-CNN)
     anchor_sizes: tuple[int, ...] = (128, 256, 512)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -27,6 +27,7 @@ class DetectionRecipe:
     box_detections_per_img: int = 100
     # backbone
     norm: str = "frozen"  # "frozen": FrozenBatchNorm2d with the classifier's statistics; "batch": trainable BN
+    norm_eps: float = 1e-5  # the backbone BN's eps; torchvision's COCO fasterrcnn_resnet50_fpn weights need 0.0
     trainable_stages: int = 3  # stages trained, counted from the last; 3 freezes the stem and conv2_x
     # input: shorter side drawn from min_size_train per image (multi-scale), capped at max_size
     min_size_train: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
@@ -84,6 +85,34 @@ RECIPES: dict[str, DetectionRecipe] = {
         rpn_pre_nms_top_n_test=1000,
         rpn_post_nms_top_n_test=1000,
         roi_output_size=7,
+    ),
+    # torchvision's improved FPN (Li et al., 2021, "Benchmarking Detection Transfer Learning with Vision
+    # Transformers"): BatchNorm in the backbone, the FPN and a four-conv + FC box head, a two-conv RPN head.
+    "coco_resnet50_fpn_v2": DetectionRecipe(
+        name="coco_resnet50_fpn_v2",
+        arch="resnet50",
+        design="fpn_v2",
+        anchor_sizes=(32, 64, 128, 256, 512),
+        rpn_pre_nms_top_n_test=1000,
+        rpn_post_nms_top_n_test=1000,
+        roi_output_size=7,
+        norm="batch",
+    ),
+}
+
+
+# torchvision's COCO Faster R-CNN weights in this detector, by torchvision's builder name (``python -m export
+# --torchvision-state-dict FILE --arch NAME``). Their test-time settings are torchvision's; the backbone BN's eps is
+# what torchvision runs each file with: 0 for fasterrcnn_resnet50_fpn (its ``overwrite_eps``), 1e-5 for v2.
+TORCHVISION_RECIPES: dict[str, DetectionRecipe] = {
+    "fasterrcnn_resnet50_fpn": replace(
+        RECIPES["coco_resnet50_fpn"],
+        name="torchvision_fasterrcnn_resnet50_fpn",
+        norm_eps=0.0,
+        rpn_pre_nms_top_n_train=2000,
+    ),
+    "fasterrcnn_resnet50_fpn_v2": replace(
+        RECIPES["coco_resnet50_fpn_v2"], name="torchvision_fasterrcnn_resnet50_fpn_v2", rpn_pre_nms_top_n_train=2000
     ),
 }
 

@@ -1,18 +1,18 @@
 """Export a classifier to one self-contained ONNX file that carries everything serving needs.
 
 The graph takes ``images``: uint8 ``[N, 3, H, W]`` RGB at the crop size and returns ``logits``: float32
-``[N, num_classes]``; normalisation is inside the graph. Metadata (``task=classification``, labels, sizes, recipe,
-metrics, source hash; see ``service.contract``) rides in ``metadata_props``. Before anything is written, ONNX
-Runtime is checked against PyTorch on real images; a mismatch exits without writing. The file is then registered
-in the BentoML model store.
+``[N, num_classes]``; normalisation is inside the graph. Metadata (``task=classification``, labels, the eval resize
+and crop, recipe, metrics, source hash; see ``service.contract``) rides in ``metadata_props``. Before anything is
+written, ONNX Runtime is checked against PyTorch on real images; a mismatch raises without writing. The file is then
+registered in the BentoML model store.
 
-    python -m export --checkpoint runs/r20/checkpoints/last.pt --output model.onnx
-    python -m export --torchvision-state-dict resnet50.pth --arch resnet50 --output resnet50.onnx
+Sources: a resnet-lab checkpoint (``spec_from_checkpoint``) or torchvision's ImageNet ResNet weights
+(``spec_from_torchvision``; V1 and V2 files are the same architecture, V2's eval transform is resize 232, crop 224).
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
 import json
 import os
 import warnings
@@ -30,7 +30,6 @@ from models import create_model, model_info
 from models.preprocess import NormalizedClassifier
 from service import imaging
 from service.contract import (
-    BENTO_MODEL_NAMES,
     CLASSIFICATION,
     FP32,
     INPUT_NAMES,
@@ -39,18 +38,18 @@ from service.contract import (
     Key,
     ModelMetadata,
 )
-from training import cli, data_folder, imagenet
+from training import data_folder, imagenet
 from training.checkpoint import read_torch_state
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
 from training.errors import UsageError
 
-from .int8 import add_arguments as add_int8_arguments
-from .int8 import quantized_and_verified
-from .onnx_file import register_in_store, sha256_of, to_jsonable, with_metadata, write_model
+from .int8 import Int8Options, quantized_and_verified
+from .onnx_file import Destination, Verification, sha256_of, to_jsonable, with_metadata, write_and_register
 
 OPSET = 18
 (LOGITS,) = OUTPUT_NAMES[CLASSIFICATION]
 IMAGES = INPUT_NAMES[CLASSIFICATION]
+DETECTOR_KEY_PREFIXES = ("backbone.", "rpn.", "roi_heads.")  # a torchvision detector's state dict
 
 
 @dataclass
@@ -87,7 +86,7 @@ def spec_from_checkpoint(path: str | os.PathLike) -> ExportSpec:
     classifier = classifier_from_checkpoint(state)
     num_classes = classifier.model.fc.out_features
     if len(labels) != num_classes:
-        raise SystemExit(f"checkpoint {path} has {len(labels)} labels but the model has {num_classes} outputs")
+        raise UsageError(f"checkpoint {path} has {len(labels)} labels but the model has {num_classes} outputs")
     return ExportSpec(
         classifier=classifier,
         model_name=str(state["model_name"]),
@@ -100,17 +99,24 @@ def spec_from_checkpoint(path: str | os.PathLike) -> ExportSpec:
     )
 
 
-def spec_from_torchvision(path: str | os.PathLike, arch: str, classes_file: str | os.PathLike | None) -> ExportSpec:
-    """torchvision ImageNet weights in the v1.5 layout, with the standard ImageNet eval preprocessing."""
+def spec_from_torchvision(
+    path: str | os.PathLike,
+    arch: str,
+    classes_file: str | os.PathLike | None = None,
+    resize_size: int | None = None,
+    crop_size: int | None = None,
+) -> ExportSpec:
+    """torchvision ImageNet weights in the v1.5 layout. Eval transform: resize ``resize_size`` (default 256; 232
+    for the V2 weights) and centre crop ``crop_size`` (default 224), as torchvision's weights document them."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"state dict not found: {path}")
+        raise UsageError(f"state dict not found: {path}")
     try:
         info = model_info(arch)
     except ValueError as error:
-        raise SystemExit(str(error)) from None
+        raise UsageError(str(error)) from None
     if info.family != "imagenet":
-        raise SystemExit(f"--torchvision-state-dict needs an ImageNet architecture, not {arch}")
+        raise UsageError(f"--torchvision-state-dict needs an ImageNet architecture, not {arch}")
     state_dict = read_torch_state(path, "state dict", "pass torchvision's ImageNet weights file (.pth)")
     if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
         state_dict = state_dict["state_dict"]
@@ -118,22 +124,31 @@ def spec_from_torchvision(path: str | os.PathLike, arch: str, classes_file: str 
     try:
         model.load_state_dict(state_dict, strict=True)
     except (RuntimeError, TypeError, AttributeError) as error:
-        raise SystemExit(f"{path} does not fit {arch} (torchvision v1.5 layout): {str(error)[:500]}") from None
+        hint = ""
+        if isinstance(state_dict, dict) and any(str(key).startswith(DETECTOR_KEY_PREFIXES) for key in state_dict):
+            hint = " It holds a detector: pass --arch fasterrcnn_resnet50_fpn or fasterrcnn_resnet50_fpn_v2."
+        raise UsageError(f"{path} does not fit {arch} (torchvision v1.5 layout): {str(error)[:500]}{hint}") from None
     classes_file = Path(classes_file) if classes_file else imagenet.CLASSES_FILE
     if not classes_file.is_file():
-        raise SystemExit(f"class names not found at {classes_file}; pass --classes FILE (index<TAB>wnid<TAB>name)")
+        raise UsageError(f"class names not found at {classes_file}; pass --classes FILE (index<TAB>wnid<TAB>name)")
     labels = list(imagenet.read_classes(classes_file)[1])
     if len(labels) != model.fc.out_features:
-        raise SystemExit(f"{classes_file} has {len(labels)} classes but {arch} has {model.fc.out_features} outputs")
+        raise UsageError(f"{classes_file} has {len(labels)} classes but {arch} has {model.fc.out_features} outputs")
     inputs = info.inputs
+    resize_size, crop_size = resize_size or inputs.resize_size, crop_size or inputs.crop_size
     return ExportSpec(
         classifier=NormalizedClassifier(model, torch.tensor(inputs.mean), torch.tensor(inputs.std)),
         model_name=arch,
         labels=labels,
-        resize_size=inputs.resize_size,
-        crop_size=inputs.crop_size,
+        resize_size=resize_size,
+        crop_size=crop_size,
         source_sha256=sha256_of(path),
-        recipe={"source": "torchvision state dict", "file": path.name, "layout": "v1.5 (stride_in_1x1=False)"},
+        recipe={
+            "source": "torchvision state dict",
+            "file": path.name,
+            "layout": "v1.5 (stride_in_1x1=False)",
+            "eval_transform": f"resize {resize_size} (bilinear), centre crop {crop_size}",
+        },
         metrics=[],
     )
 
@@ -143,7 +158,7 @@ def verification_images(spec: ExportSpec, verify_dir: str | os.PathLike | None, 
     if verify_dir is not None:
         files = data_folder.image_files(verify_dir, count)
         if not files:
-            raise SystemExit(f"no images (*.jpg, *.png, ...) under --verify-images {verify_dir}")
+            raise UsageError(f"no images (*.jpg, *.png, ...) under --verify-images {verify_dir}")
         return [imaging.load_rgb(path) for path in files]
     imagenet_like = len(spec.labels) == 1000 or spec.crop_size > 64
     finders = [
@@ -198,8 +213,18 @@ def export_onnx_bytes(classifier: nn.Module, crop_size: int) -> bytes:
     return proto.SerializeToString()
 
 
+def float32_error(classifier: nn.Module, batch: torch.Tensor) -> float:
+    """PyTorch float32's own error on ``batch``: the largest logit difference from a float64 copy of the model."""
+    with torch.no_grad():
+        single = classifier.eval()(batch).double()
+        double = copy.deepcopy(classifier).double().eval()(batch)
+    return float((single - double).abs().max())
+
+
 def verify(model_bytes: bytes, classifier: nn.Module, batch: torch.Tensor) -> dict[str, float]:
-    """Compare ONNX Runtime (CPU) with PyTorch on ``batch``; SystemExit on any mismatch."""
+    """Compare ONNX Runtime (CPU) with PyTorch on ``batch``; UsageError on any mismatch. The tolerance is 1e-4 of
+    the largest logit, or twice float32's own error where that is larger (deep nets: ResNet-152 with test weights
+    here errs 1.9e-3 in float32 against float64, as much as ORT differs from PyTorch)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -210,41 +235,43 @@ def verify(model_bytes: bytes, classifier: nn.Module, batch: torch.Tensor) -> di
     got = session.run([LOGITS], {IMAGES: batch.numpy()})[0]
     single = session.run([LOGITS], {IMAGES: batch[:1].numpy()})[0]  # the batch dimension really is dynamic
     max_diff = max(float(np.abs(got - expected).max()), float(np.abs(single - expected[:1]).max()))
-    tolerance = 1e-4 * (1.0 + float(np.abs(expected).max()))
+    own_error = float32_error(classifier, batch)
+    tolerance = max(1e-4 * (1.0 + float(np.abs(expected).max())), 2 * own_error)
     same_top1 = bool((got.argmax(1) == expected.argmax(1)).all() and single.argmax(1)[0] == expected.argmax(1)[0])
-    report = {"images": int(batch.shape[0]), "max_abs_diff": max_diff, "tolerance": tolerance}
+    report = {
+        "images": int(batch.shape[0]),
+        "max_abs_diff": max_diff,
+        "tolerance": tolerance,
+        "float32_error": own_error,
+    }
     if got.shape != expected.shape or max_diff > tolerance or not same_top1:
-        raise SystemExit(
+        raise UsageError(
             f"ONNX verification FAILED on {batch.shape[0]} real images: max |logit diff| {max_diff:.3g} "
             f"(tolerance {tolerance:.3g}), identical top-1: {same_top1}. Nothing was written."
         )
     return report
 
 
-def export(
+def export_classifier(
     spec: ExportSpec,
-    output: str | os.PathLike,
-    verify_dir: str | os.PathLike | None = None,
-    verify_count: int = 8,
-    register: bool = True,
-    bento_name: str | None = None,
-    int8: argparse.Namespace | None = None,
+    destination: Destination,
+    verification: Verification | None = None,
+    int8: Int8Options | None = None,
 ) -> dict[str, Any]:
-    """Export, verify on real images (and, with ``int8`` options, quantize and verify again), write atomically,
-    register; returns a small report."""
+    """Export, verify on real images (with ``int8``, quantize and verify again), write atomically, register;
+    returns a small report. ``verification`` None: ``Verification()``."""
+    verification = verification or Verification()
     metadata = spec.metadata()
     model_bytes = with_metadata(export_onnx_bytes(spec.classifier, spec.crop_size), metadata)
-    images = verification_images(spec, verify_dir, verify_count)
+    images = verification_images(spec, verification.images, verification.count)
     report: dict[str, Any] = {
         "verify": verify(model_bytes, spec.classifier, image_batch(images, spec.resize_size, spec.crop_size))
     }
     if int8 is not None:
         model_bytes, report["verify_int8"] = quantized_and_verified(model_bytes, int8)
         metadata = ModelMetadata.from_props(metadata_props(model_bytes))
-    output = write_model(model_bytes, output)
-    report |= {"output": str(output), "bytes": len(model_bytes), "precision": INT8 if int8 else FP32}
-    if register:
-        report["bento_model"] = register_in_store(output, metadata, bento_name)
+    report |= write_and_register(model_bytes, metadata, destination)
+    report["precision"] = INT8 if int8 else FP32
     return report
 
 
@@ -255,53 +282,17 @@ def metadata_props(model_bytes: bytes) -> dict[str, str]:
     return {entry.key: entry.value for entry in onnx.load_from_string(model_bytes).metadata_props}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__, formatter_class=cli.HelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="resnet-lab checkpoint written by training.train")
-    source.add_argument("--torchvision-state-dict", help="torchvision ImageNet weights (.pth), v1.5 layout")
-    parser.add_argument("--arch", default="resnet50", help="architecture for --torchvision-state-dict")
-    parser.add_argument(
-        "--classes",
-        help="index<TAB>wnid<TAB>name file for --torchvision-state-dict (default: the ImageNet classes shipped in "
-        "training/imagenet_classes.tsv)",
-    )
-    parser.add_argument("--output", required=True, help="where to write the .onnx file")
-    parser.add_argument(
-        "--verify-images",
-        help="folder of real images for the ORT-vs-PyTorch check (default: shared ImageNet or CIFAR-10 samples)",
-    )
-    parser.add_argument("--verify-count", type=int, default=8, help="how many real images to verify on")
-    parser.add_argument("--no-register", action="store_true", help="skip the BentoML model store")
-    parser.add_argument("--bento-name", default=BENTO_MODEL_NAMES[CLASSIFICATION], help="name in the model store")
-    parser.add_argument("--quantize", choices=[INT8], help="write an int8 model (ONNX Runtime static quantization)")
-    int8_options = parser.add_argument_group("int8 (with --quantize int8; see python -m export.int8)")
-    add_int8_arguments(int8_options)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """CLI: export a checkpoint (or torchvision weights) to a verified, self-contained ONNX file."""
-    args = build_parser().parse_args(argv)
-    torch.set_flush_denormal(True)
-    if args.checkpoint:
-        spec = spec_from_checkpoint(args.checkpoint)
-    else:
-        spec = spec_from_torchvision(args.torchvision_state_dict, args.arch, args.classes)
-    int8 = args if args.quantize == INT8 else None
-    report = export(
-        spec, args.output, args.verify_images, args.verify_count, not args.no_register, args.bento_name, int8
-    )
+def summary(spec: ExportSpec, report: dict[str, Any]) -> str:
+    """What ``python -m export`` prints after a classifier export."""
     check = report["verify"]
-    print(
+    lines = [
         f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB, {report['precision']}, {spec.model_name}, "
-        f"{len(spec.labels)} classes); ORT vs PyTorch on {check['images']} real images: max |diff| "
-        f"{check['max_abs_diff']:.2e} <= {check['tolerance']:.2e}, same top-1"
-    )
-    if int8:
+        f"{len(spec.labels)} classes, resize {spec.resize_size} crop {spec.crop_size}); ORT vs PyTorch on "
+        f"{check['images']} real images: max |diff| {check['max_abs_diff']:.2e} <= {check['tolerance']:.2e}, same top-1"
+    ]
+    if "verify_int8" in report:
         agreement = report["verify_int8"]
-        print(f"int8 vs fp32: top-1 agreement {100 * agreement['agreement']:.1f}% on {agreement['images']} real images")
-    if "bento_model" in report:
-        print(f"registered in the BentoML model store as {report['bento_model']} (see `bentoml models list`)")
-    return report
+        lines.append(
+            f"int8 vs fp32: top-1 agreement {100 * agreement['agreement']:.1f}% on {agreement['images']} real images"
+        )
+    return "\n".join(lines)

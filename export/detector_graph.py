@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from detection.model import set_test_size
+from detection.model import fold_batchnorm, set_test_size
 from detection.recipes import DetectionRecipe
 from service.contract import DETECTION, INPUT_NAMES, OUTPUT_NAMES
 
@@ -67,9 +67,13 @@ def onnx_ready(
     score_thresh: float = 0.05,
     min_size: int | None = None,
     max_size: int | None = None,
+    fold: bool = False,
 ) -> OnnxDetector:
-    """An eval-mode copy of ``model`` wrapped for export, at the recipe's test scale (or the given one)."""
+    """An eval-mode copy of ``model`` wrapped for export, at the recipe's test scale (or the given one); ``fold``:
+    each BatchNorm folded into the convolution before it."""
     detector = copy.deepcopy(model).cpu().eval()
+    if fold:
+        fold_batchnorm(detector)
     set_test_size(detector, min_size or recipe.min_size_test, max_size or recipe.max_size)
     old = detector.transform
     detector.transform = Float64SizeTransform(

@@ -12,23 +12,54 @@ from torchvision.ops import box_iou
 from export.detector_graph import IMAGE, OUTPUTS, OnnxDetector
 
 Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes [K, 4], scores [K], category ids [K]
+IOU_MIN = 0.99
+# float32's own error: at 800/1333, eager float32 vs float64 differ by up to 2.4e-3 in score (0.04 px in box) on the
+# calibrated torchvision weights of the tests; ORT vs eager differ by as much (2.7e-3), folded BatchNorm by 1.5e-4.
+SCORE_TOLERANCE = 1e-2
+NMS_MARGIN = 0.01  # IoU within this of the NMS threshold: either runtime may keep the box (0.4997 vs 0.5000 seen)
+# Float rounding also flips choices the outputs cannot show (RPN NMS at IoU 0.7, the top-1000 proposal cuts): a few
+# detections on one side only, up to 2 of 100 per image measured on the test weights at 800/1333. Allowed each way:
+UNMATCHED_SHARE = 0.05
+
+
+def borderline(detections: Detections, index: int, nms_thresh: float | None, cap: int | None, score_tol: float) -> bool:
+    """Whether keeping detection ``index`` was a decision at a threshold that float rounding can take either way:
+    its IoU with a higher-scoring detection of its class within ``NMS_MARGIN`` of ``nms_thresh`` (NMS suppresses
+    above it), or, where the output holds ``cap`` detections, a score within ``score_tol`` of the lowest one."""
+    boxes, scores, labels = detections
+    if cap is not None and len(scores) >= cap and scores[index] <= scores.min() + score_tol:
+        return True
+    if nms_thresh is None:
+        return False
+    rivals = (labels == labels[index]) & (scores > scores[index])
+    ious = box_iou(boxes[index : index + 1], boxes[rivals])[0]
+    return bool(((ious - nms_thresh).abs() <= NMS_MARGIN).any())
 
 
 def match_detections(
-    ref: Detections, got: Detections, score_min: float = 0.05, iou_min: float = 0.99, score_tol: float = 1e-3
+    ref: Detections,
+    got: Detections,
+    score_min: float = 0.05,
+    iou_min: float = IOU_MIN,
+    score_tol: float = SCORE_TOLERANCE,
+    nms_thresh: float | None = None,
+    cap: int | None = None,
+    unmatched_share: float = UNMATCHED_SHARE,
 ) -> dict[str, Any]:
     """Greedy one-to-one match (same label, best IoU), reference by descending score.
 
-    Every reference detection above ``score_min`` needs a partner and no unmatched one may score above it; only
-    scores within ``score_tol`` of ``score_min`` are exempt, as the two runtimes may put them on either side of the
-    graph's threshold. Tied scores get none: a tie would matter only where NMS or the detection cap chooses between
-    equal scores, and a trained detector's scores on real images are distinct.
+    Every reference detection above ``score_min`` needs a partner and no unmatched one may score above it, but for
+    ``unmatched_share`` of the reference's count each way (``missing``, ``extra``). Exempt (``borderline``) are
+    detections that one runtime may keep and the other drop at a threshold the outputs show: scores within
+    ``score_tol`` of ``score_min`` (the graph's score threshold), and with ``nms_thresh`` / ``cap`` the NMS and
+    detection-cap cases of ``borderline``. Tied scores get none: a trained detector's scores on real images are
+    distinct.
     """
     ref_boxes, ref_scores, ref_labels = ref
     got_boxes, got_scores, got_labels = got
     iou = box_iou(ref_boxes, got_boxes)  # [R, G], fine when either is empty
     used = torch.zeros(len(got_boxes), dtype=torch.bool)
-    ious, score_diffs, box_diffs, missing = [], [], [], 0
+    ious, score_diffs, box_diffs, missing, exempt = [], [], [], 0, 0
     for i in torch.argsort(ref_scores, descending=True).tolist():
         if ref_scores[i] <= score_min - score_tol:
             continue
@@ -40,19 +71,27 @@ def match_detections(
             ious.append(float(iou[i, j]))
             score_diffs.append(abs(float(ref_scores[i] - got_scores[j])))
             box_diffs.append(float((ref_boxes[i] - got_boxes[j]).abs().max()))
-        elif ref_scores[i] > score_min + score_tol:
+        elif ref_scores[i] <= score_min + score_tol or borderline(ref, i, nms_thresh, cap, score_tol):
+            exempt += 1
+        else:
             missing += 1
-    extra = int(((got_scores > score_min + score_tol) & ~used).sum())
+    extra = 0
+    for j in torch.where((got_scores > score_min + score_tol) & ~used)[0].tolist():
+        if borderline(got, j, nms_thresh, cap, score_tol):
+            exempt += 1
+        else:
+            extra += 1
     return {
         "torch": int((ref_scores > score_min).sum()),
         "ort": int((got_scores > score_min).sum()),
         "matched": len(ious),
         "missing": missing,
         "extra": extra,
+        "borderline": exempt,
         "min_iou": min(ious, default=1.0),
         "max_score_diff": max(score_diffs, default=0.0),
         "max_box_diff_px": max(box_diffs, default=0.0),
-        "ok": missing == 0 and extra == 0,
+        "ok": max(missing, extra) <= int(unmatched_share * int((ref_scores > score_min).sum())),
     }
 
 
@@ -60,9 +99,12 @@ def match_detections(
 def check_onnx_parity(
     onnx_model: bytes, wrapper: OnnxDetector, images: Iterable[torch.Tensor], **criteria: float
 ) -> list[dict[str, Any]]:
-    """Run each uint8 [3, H, W] image through ORT (CPU) and the eager wrapper; one match report per image."""
+    """Run each uint8 [3, H, W] image through ORT (CPU) and the eager wrapper; one match report per image (the
+    wrapper's box NMS threshold and detection cap mark the borderline cases)."""
     import onnxruntime
 
+    heads = wrapper.detector.roi_heads
+    criteria = {"nms_thresh": heads.nms_thresh, "cap": heads.detections_per_img, **criteria}
     session = onnxruntime.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
     reports = []
     for image in images:

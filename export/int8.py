@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 from service import imaging
 from service.contract import CLASSIFICATION, INPUT_NAMES, INT8, OUTPUT_NAMES, Key, ModelMetadata
 from training import cli, data_folder
+from training.errors import UsageError
 
 from .onnx_file import write_model
 
@@ -33,6 +35,30 @@ OP_TYPES = ["Conv", "Gemm", "MatMul", "Relu", "Add"]  # Relu folds into the Conv
 MIN_AGREEMENT = 0.97  # int8 top-1 = fp32 top-1 on at least this share of the verification images
 MIN_TOP5 = 0.99  # and fp32's top-1 among int8's top 5 on at least this share
 (IMAGES,), (LOGITS,) = [INPUT_NAMES[CLASSIFICATION]], OUTPUT_NAMES[CLASSIFICATION]
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How an int8 copy is calibrated and checked (the flags of ``add_arguments``)."""
+
+    calibration_images: str = "512"  # a folder of training images, or N (see ``image_sets``)
+    calibration_method: str = "minmax"  # or "percentile"
+    verify_images: str | None = None  # folder of real images to compare int8 with fp32 on (None: shared samples)
+    verify_count: int = 300  # real images int8 is compared with fp32 on
+    min_agreement: float = MIN_AGREEMENT  # top-1 agreement int8 must reach
+    min_top5: float = MIN_TOP5  # share of fp32's top-1 among int8's top 5 it must reach
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Int8Options:
+        """The options given on a command line built with ``add_arguments``."""
+        return cls(
+            calibration_images=args.calibration_images,
+            calibration_method=args.calibration_method,
+            verify_images=None if args.verify_images is None else str(args.verify_images),
+            verify_count=args.verify_int8,
+            min_agreement=args.min_agreement,
+            min_top5=args.min_top5,
+        )
 
 
 def quantize_int8(
@@ -65,7 +91,7 @@ def quantize_int8(
             calibrator.collect_data(_OneBatch(batch))
             images += len(batch)
         if not images:
-            raise SystemExit("no calibration images")
+            raise UsageError("no calibration images")
         save_tensors_data(calibrator.compute_data(), ranges)
         q.quantize_static(
             prepared, int8, calibration_data_reader=None, calibration_cache_path=ranges,
@@ -189,7 +215,7 @@ def image_sets(metadata: ModelMetadata, calibration: str, verify_dir: str | None
         sources = data_folder.image_files(calibration)
         described = f"{len(sources)} images from {Path(calibration).name}/"
     if not sources:
-        raise SystemExit(f"no calibration images from --calibration-images {calibration}")
+        raise UsageError(f"no calibration images from --calibration-images {calibration}")
     if verify_dir:
         checks = data_folder.image_files(verify_dir, verify_count)
     elif cifar:
@@ -202,7 +228,7 @@ def image_sets(metadata: ModelMetadata, calibration: str, verify_dir: str | None
 def verify(
     fp32_bytes: bytes, int8_bytes: bytes, images: np.ndarray, min_agreement: float, min_top5: float = MIN_TOP5
 ) -> dict[str, float]:
-    """int8 vs fp32 on real images: top-1 agreement and fp32's top-1 among int8's top 5; SystemExit below the bar."""
+    """int8 vs fp32 on real images: top-1 agreement and fp32's top-1 among int8's top 5; UsageError below the bar."""
     import onnxruntime as ort
 
     def logits(model: bytes) -> np.ndarray:
@@ -220,7 +246,7 @@ def verify(
         "top1_in_top5": float((top5 == top1[:, None]).any(1).mean()),
     }
     if report["agreement"] < min_agreement or report["top1_in_top5"] < min_top5:
-        raise SystemExit(
+        raise UsageError(
             f"int8 verification FAILED on {len(images)} real images: top-1 agreement with fp32 "
             f"{100 * report['agreement']:.1f}% (needs {100 * min_agreement:.0f}%), fp32 top-1 in int8 top-5 "
             f"{100 * report['top1_in_top5']:.1f}% (needs {100 * min_top5:.0f}%). Nothing was written."
@@ -228,20 +254,27 @@ def verify(
     return report
 
 
-def quantized_and_verified(fp32_bytes: bytes, args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
-    """The int8 file of ``fp32_bytes`` and its verification report (``args``: the CLI's int8 options)."""
+def quantized_and_verified(fp32_bytes: bytes, options: Int8Options) -> tuple[bytes, dict[str, Any]]:
+    """The int8 file of ``fp32_bytes`` and its verification report."""
     import onnx
 
     props = {entry.key: entry.value for entry in onnx.load_from_string(fp32_bytes).metadata_props}
     metadata = ModelMetadata.from_props(props)
-    calibration, described, checks = image_sets(metadata, args.calibration_images, args.verify_images, args.verify_int8)
-    int8_bytes = quantize_int8(fp32_bytes, [calibration], described, args.calibration_method)
-    return int8_bytes, verify(fp32_bytes, int8_bytes, checks, args.min_agreement, args.min_top5)
+    calibration, described, checks = image_sets(
+        metadata, options.calibration_images, options.verify_images, options.verify_count
+    )
+    int8_bytes = quantize_int8(fp32_bytes, [calibration], described, options.calibration_method)
+    return int8_bytes, verify(fp32_bytes, int8_bytes, checks, options.min_agreement, options.min_top5)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The int8 options, shared by ``python -m export --quantize int8`` and ``python -m export.int8``."""
-    parser.add_argument("--calibration-images", default="512", help="a folder of training images, or N (see above)")
+    parser.add_argument(
+        "--calibration-images",
+        default="512",
+        help="a folder of training images, or N: N CIFAR-10 training images for a 10-class 32 px model, else the "
+        "first N shared ImageNet photos (then left out of the check)",
+    )
     parser.add_argument(
         "--calibration-method",
         choices=["minmax", "percentile"],
@@ -270,8 +303,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.model.is_file():
-        raise SystemExit(f"{args.model} not found: export a classifier first (python -m export)")
-    int8_bytes, report = quantized_and_verified(args.model.read_bytes(), args)
+        raise UsageError(f"{args.model} not found: export a classifier first (python -m export)")
+    int8_bytes, report = quantized_and_verified(args.model.read_bytes(), Int8Options.from_args(args))
     write_model(int8_bytes, args.output)
     print(
         f"wrote {args.output} ({len(int8_bytes) / 1e6:.1f} MB, int8); top-1 agreement with fp32 "
@@ -281,4 +314,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -1,10 +1,12 @@
-"""What both exporters share: metadata to the service's contract, the atomic write and the model store."""
+"""What both exporters share: where the file goes and how it is checked (typed options), metadata to the service's
+contract, the atomic write and the model store."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,27 @@ import torch
 
 from service.contract import BENTO_MODEL_NAMES, ONNX_FILE_NAME, PRODUCER, ModelMetadata
 from training.atomic import atomic_write
+
+VERIFY_COUNT = 8  # real images ONNX Runtime is compared with PyTorch on before a file is written
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an exported file goes: ``output``, and unless ``register`` is off, the BentoML model store under
+    ``bento_name`` (None: the task's name in ``service.contract``)."""
+
+    output: Path
+    register: bool = True
+    bento_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The real images ONNX Runtime is compared with PyTorch on: the first ``count`` of the folder ``images``
+    (None: the shared data's samples for the task)."""
+
+    images: Path | None = None
+    count: int = VERIFY_COUNT
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -56,6 +79,16 @@ def with_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
 def write_model(model_bytes: bytes, output: str | os.PathLike) -> Path:
     """Write the file atomically (readers never see half a model)."""
     return atomic_write(output, lambda stream: stream.write(model_bytes))
+
+
+def write_and_register(model_bytes: bytes, metadata: ModelMetadata, destination: Destination) -> dict[str, Any]:
+    """Write the verified file atomically and register it unless told not to: ``output``, ``bytes``
+    (and ``bento_model``, the store's tag)."""
+    output = write_model(model_bytes, destination.output)
+    report: dict[str, Any] = {"output": str(output), "bytes": len(model_bytes)}
+    if destination.register:
+        report["bento_model"] = register_in_store(output, metadata, destination.bento_name)
+    return report
 
 
 def register_in_store(onnx_path: Path, metadata: ModelMetadata, name: str | None = None) -> str:

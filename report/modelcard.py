@@ -18,7 +18,7 @@ from typing import Any
 
 import onnx
 
-from export import classifier
+from export.command import main as export_main
 from models import model_info
 from models.paper import TABLE6_ERROR
 from service.contract import DEFAULT_MODEL_DIR, ONNX_FILE_NAME, Key, ModelMetadata
@@ -135,7 +135,7 @@ def package(record_dir: Path, out: Path, checkpoint: Path | None = None) -> Path
     record = json.loads(record_file.read_text())
     model = out / ONNX_FILE_NAME
     if checkpoint is not None:
-        classifier.main(["--checkpoint", str(checkpoint), "--output", str(model), "--no-register"])
+        export_main(["--checkpoint", str(checkpoint), "--output", str(model), "--no-register"])
     if not model.is_file():
         raise UsageError(f"{model} not found: pass --checkpoint to export one")
     metadata = read_metadata(model)

@@ -24,6 +24,8 @@ README = REPO_ROOT / "README.md"
 def documents() -> list:
     """Every Markdown file that may hold generated blocks: the README and ``docs/*.md``."""
     return [README, *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
 BLOCK = re.compile(  # a block's body never holds another block's start
     r"(<!-- generated: (?P<source>\S+) -->\n)(?P<body>(?:(?!<!-- generated:).)*?)(<!-- /generated -->)", re.DOTALL
 )

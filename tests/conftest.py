@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from export import classifier as exporter
+from export.command import main as export_main
 from models import create_model
 from models.registry import FAMILY_INPUTS
 from service import imaging
@@ -210,10 +210,37 @@ def torchvision_state_dict(photos: list[Path], work_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def torchvision_classifier(photos: list[Path], work_dir: Path) -> Callable[[str], tuple[torch.nn.Module, dict]]:
+    """``torchvision_classifier(arch)``: (torchvision's ResNet, the report of ``python -m export
+    --torchvision-state-dict FILE --arch ARCH --resize-size N --no-register``), made once per arch for the session.
+    The model has BatchNorm calibrated on the shipped photos and a scaled classifier; N is its published weights'
+    resize."""
+    from tests.torchvision_weights import CLASSIFIER_WEIGHTS, calibrated_classifier, classifier_resize
+
+    inputs = FAMILY_INPUTS["imagenet"]
+    pixels = image_batch(photos, inputs.resize_size, inputs.crop_size).float() / 255
+    batch = (pixels - torch.tensor(inputs.mean).view(3, 1, 1)) / torch.tensor(inputs.std).view(3, 1, 1)
+    made: dict[str, tuple[torch.nn.Module, dict]] = {}
+
+    def make(arch: str) -> tuple[torch.nn.Module, dict]:
+        if arch not in made:
+            path = work_dir / Path(CLASSIFIER_WEIGHTS[arch].url).name  # the published name: resnet50-11ad3fa6.pth
+            model = calibrated_classifier(arch, batch, path)
+            resize = str(classifier_resize(arch))
+            source = ["--torchvision-state-dict", str(path), "--arch", arch, "--resize-size", resize]
+            output = ["--output", str(work_dir / f"{arch}_torchvision.onnx"), "--no-register"]
+            output += ["--verify-images", str(photos[0].parent), "--verify-count", "2"]
+            made[arch] = model, export_main(source + output)
+        return made[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def cifar_export(cifar_checkpoint: Path, small_photos: list[Path], work_dir: Path, bentoml_home: Path) -> dict:
     """``python -m export --checkpoint`` on the CIFAR checkpoint (its report; registered in the store)."""
     argv = ["--checkpoint", str(cifar_checkpoint), "--verify-images", str(small_photos[0].parent)]
-    return exporter.main([*argv, "--output", str(work_dir / "cifar_resnet20.onnx")])
+    return export_main([*argv, "--output", str(work_dir / "cifar_resnet20.onnx")])
 
 
 @pytest.fixture(scope="session")
@@ -221,7 +248,7 @@ def resnet18_export(torchvision_state_dict: Path, photos: list[Path], work_dir: 
     """``python -m export --torchvision-state-dict --arch resnet18`` (1000 ImageNet classes)."""
     argv = ["--torchvision-state-dict", str(torchvision_state_dict), "--arch", "resnet18"]
     argv += ["--verify-images", str(photos[0].parent)]
-    return exporter.main([*argv, "--output", str(work_dir / "resnet18.onnx")])
+    return export_main([*argv, "--output", str(work_dir / "resnet18.onnx")])
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torchvision.models.detection import FasterRCNN
@@ -12,7 +14,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from detection import train
 from detection.checkpoint import load_backbone
 from detection.data import CategoryMap, CocoDetectionDataset
-from detection.model import build_detector, fresh_backbone, prepare_backbone
+from detection.model import build_detector, fold_batchnorm, fresh_backbone, prepare_backbone
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe
 from models import create_model
 from training.classifier import load_classifier_checkpoint
@@ -91,6 +93,31 @@ def test_fpn_variant_over_our_stages():
     features = model.backbone(torch.zeros(1, 3, 64, 64))
     assert list(features) == ["0", "1", "2", "3", "pool"]
     assert all(f.shape[1] == 256 for f in features.values())
+
+
+@pytest.mark.parametrize("design", ["c4", "fpn_v2"])
+def test_batchnorm_folds_into_the_convolutions_for_inference(design):
+    recipe = RECIPES["coco_resnet50_c4" if design == "c4" else "coco_resnet50_fpn_v2"].override(arch="resnet18")
+    torch.manual_seed(0)
+    model = build_detector(recipe, 5, fresh_backbone("resnet18", {}, recipe))
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d | FrozenBatchNorm2d)]
+    for norm in norms:  # statistics and affine values away from the identity, so a wrong fold would show
+        norm.running_mean.uniform_(-0.2, 0.2)
+        norm.running_var.uniform_(0.5, 1.5)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.2, 0.2)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(model)
+    folded = copy.deepcopy(model.eval())
+    assert fold_batchnorm(folded) == len(norms)  # every one: stem, blocks, shortcuts (and FPN v2's neck and head)
+    assert not [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d | FrozenBatchNorm2d)]
+    image, rois = torch.rand(1, 3, 96, 128), torch.rand(6, 256, recipe.roi_output_size, recipe.roi_output_size)
+    with torch.no_grad():
+        pairs = [(model.roi_heads.box_head(rois), folded.roi_heads.box_head(rois))]
+        expected, got = model.backbone(image), folded.backbone(image)
+    pairs += list(zip(expected.values(), got.values(), strict=True)) if design == "fpn_v2" else [(expected, got)]
+    for want, have in pairs:
+        torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
 def test_backbone_checkpoint_carries_weights_statistics_and_normalisation(classifier_checkpoint):

@@ -19,6 +19,7 @@ from PIL import Image
 from detection import eval_coco
 from detection.checkpoint import load_detection_checkpoint
 from export import detector as detection_export
+from export.command import main as export_main
 from export.onnx_file import sha256_of
 from service import imaging
 from service.contract import DETECTION
@@ -26,6 +27,7 @@ from service.runtime import OnnxModel
 from service.settings import Settings
 from tests.fuzz_requests import request as fuzz_request
 from tests.helpers import BAD_INPUTS, SHAPE_CATEGORIES, SHIPPED_COCO, UPLOAD_LIMIT, burst, encode, metric
+from training.errors import UsageError
 
 SHAPES_AP_TOLERANCE = 0.005
 
@@ -38,7 +40,7 @@ def exported(run: Path, output: Path, *extra: str) -> dict:
         "--verify-images",
         str(SHIPPED_COCO / "val2017"),
     ]
-    return detection_export.main([*checkpoint, "--output", str(output), *extra])
+    return export_main([*checkpoint, "--output", str(output), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_a_mismatching_export_writes_nothing(shapes_detector, tmp_path, monkeypa
         return original(changed, *args, **kwargs)
 
     monkeypatch.setattr(detection_export, "export_detector_onnx", shifted)
-    with pytest.raises(SystemExit, match="verification FAILED"):
+    with pytest.raises(UsageError, match="verification FAILED"):
         exported(shapes_detector, tmp_path / "detector.onnx", "--no-register")
     assert not list(tmp_path.iterdir())
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from export import classifier as exporter
+from export.command import main as export_main
 from report import modelcard, runrecord
 from training import evaluate
 from training.cifar10 import load_cifar10
@@ -25,7 +25,7 @@ OVER_HTTP = 50  # of which are sent to the server
 def exported(trained_cifar_run, tmp_path_factory) -> Path:
     run, _ = trained_cifar_run
     output = tmp_path_factory.mktemp("e2e") / "model.onnx"
-    exporter.main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output), "--no-register"])
+    export_main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output), "--no-register"])
     return output
 
 

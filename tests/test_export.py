@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from export import classifier as exporter
-from export.onnx_file import sha256_of
+from export.command import main as export_main
+from export.onnx_file import Destination, Verification, sha256_of
 from service.contract import ModelMetadata
 from tests.helpers import BIN
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
+from training.errors import UsageError
 
 
 def _session(path) -> ort.InferenceSession:
@@ -92,24 +94,24 @@ def test_verification_mismatch_exits_and_writes_nothing(
         spec.classifier.model.fc.bias.add_(torch.linspace(-3, 3, 10))
     monkeypatch.setattr(exporter, "export_onnx_bytes", lambda classifier, crop: good_graph)
     output = tmp_path / "model.onnx"
-    with pytest.raises(SystemExit, match="verification FAILED"):
-        exporter.export(spec, output, verify_dir=small_photos[0].parent, register=False)
+    with pytest.raises(UsageError, match="verification FAILED"):
+        exporter.export_classifier(spec, Destination(output, register=False), Verification(small_photos[0].parent))
     assert not output.exists() and not list(tmp_path.iterdir())
 
 
 def test_cli_errors_are_readable(tmp_path, cifar_checkpoint, torchvision_state_dict) -> None:
-    with pytest.raises(SystemExit, match="checkpoint not found"):
-        exporter.main(["--checkpoint", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "m.onnx")])
+    with pytest.raises(UsageError, match="checkpoint not found"):
+        export_main(["--checkpoint", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "m.onnx")])
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(cifar_checkpoint.read_bytes()[:1000])
-    with pytest.raises(SystemExit, match="truncated, corrupt"):
-        exporter.main(["--checkpoint", str(corrupt), "--output", str(tmp_path / "m.onnx")])
-    with pytest.raises(SystemExit, match="does not fit resnet50"):
-        exporter.main(
+    with pytest.raises(UsageError, match="truncated, corrupt"):
+        export_main(["--checkpoint", str(corrupt), "--output", str(tmp_path / "m.onnx")])
+    with pytest.raises(UsageError, match="does not fit resnet50"):
+        export_main(
             ["--torchvision-state-dict", str(torchvision_state_dict), "--arch", "resnet50", "--output", "x.onnx"]
         )
-    with pytest.raises(SystemExit, match="no images"):
-        exporter.main(
+    with pytest.raises(UsageError, match="no images"):
+        export_main(
             ["--checkpoint", str(cifar_checkpoint), "--output", str(tmp_path / "m.onnx")]
             + ["--verify-images", str(tmp_path), "--no-register"]
         )

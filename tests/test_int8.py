@@ -10,11 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export import classifier as exporter
 from export import int8
+from export.command import main as export_main
 from service.imaging import preprocess
 from service.runtime import DEFAULT_MODEL
 from training.cifar10 import load_cifar10
+from training.errors import UsageError
 
 
 def props(path) -> dict[str, str]:
@@ -51,7 +52,7 @@ def test_the_default_model_in_int8_keeps_its_error_within_half_a_point(cifar_dir
 
 def test_a_quantization_that_misses_the_bar_writes_nothing(tmp_path, small_photos) -> None:
     output, photos = tmp_path / "int8.onnx", str(small_photos[0].parent)
-    with pytest.raises(SystemExit, match="int8 verification FAILED"):
+    with pytest.raises(UsageError, match="int8 verification FAILED"):
         int8.main(["--model", str(DEFAULT_MODEL), "--output", str(output), "--calibration-images", photos,
                    "--verify-images", photos, "--min-agreement", "1.01"])  # fmt: skip
     assert not output.exists()
@@ -63,9 +64,9 @@ def test_checkpoint_exported_as_int8_is_served_and_says_so(trained_cifar_run, se
     # here; int8 quality is tested on the trained default model above.
     run, _ = trained_cifar_run
     output = tmp_path / "model.onnx"
-    report = exporter.main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output),
-                            "--no-register", "--quantize", "int8", "--calibration-images", "256",
-                            "--min-agreement", "0", "--min-top5", "0"])  # fmt: skip
+    report = export_main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output),
+                         "--no-register", "--quantize", "int8", "--calibration-images", "256",
+                         "--min-agreement", "0", "--min-top5", "0"])  # fmt: skip
     assert report["precision"] == "int8" and report["verify_int8"]["images"] == 300
     assert json.loads(props(output)["quantization"])["format"].endswith("in 7 bits (reduce_range)")
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
