@@ -219,4 +219,4 @@ def build_task(
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)  # a UsageError from the COCO evaluation it runs: one line, exit code 2
