@@ -213,7 +213,7 @@ def dataset(paths: list[str], options: Options, metadata: ModelMetadata) -> ray.
                 "threads": max(1, round(options.cpus_per_actor)),
                 "gpu": options.gpus_per_actor > 0,
             },
-            compute=ray.data.ActorPoolStrategy(size=pool_size(options)),
+            compute=ray.data.ActorPoolStrategy(size=min(pool_size(options), blocks)),  # no idle actors
             batch_size=batch_size,
             batch_format="numpy",
             num_cpus=options.cpus_per_actor,
