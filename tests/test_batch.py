@@ -154,6 +154,8 @@ def test_inputs_are_folders_globs_lists_and_uris(tmp_path) -> None:
     uri = f"file://{tmp_path / 'photos'}"
     assert inputs.list_inputs(uri) == [f"file://{path}" for path in every]
     assert inputs.list_inputs(uri + "/*.png") == [f"file://{every[1]}"]
+    in_uri_list = [f"file://{path}" for path in [every[0], every[2], str(tmp_path / "photos" / "gone.jpg")]]
+    assert inputs.list_inputs(f"file://{listing}") == in_uri_list
     assert inputs.read_bytes(f"file://{every[1]}", 10) == b"x"
     with pytest.raises(inputs.FileRefused, match="file too large: 1 bytes, the limit is 0"):
         inputs.read_bytes(every[0], 0)

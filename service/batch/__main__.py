@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"{BATCH_SIZES[DETECTION]} for a detector)",
     )
     parser.add_argument(
-        "--cpus-per-actor", type=float, default=Options.cpus_per_actor, help="CPUs each actor holds (its ORT threads)"
+        "--cpus-per-actor",
+        type=float,
+        default=Options.cpus_per_actor,
+        help="CPUs each actor holds (its whole CPUs, at least one, are its ORT threads)",
     )
     parser.add_argument(
         "--cpus-per-task", type=float, default=Options.cpus_per_task, help="CPUs each decode task holds"

@@ -98,6 +98,21 @@ def _entries(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
+def _in_list(entry: str, list_uri: str) -> str:
+    """An entry of a URI list file as a URI: kept if it is one, an absolute path on the list's filesystem, or a path
+    relative to the list's folder."""
+    if is_uri(entry):
+        return entry
+    if not entry.startswith("/"):
+        return f"{list_uri.rsplit('/', 1)[0]}/{entry}"
+    scheme, _, rest = list_uri.partition("://")
+    if scheme == "file":
+        return f"file://{entry}"
+    if scheme in BUCKET_SCHEMES:
+        return f"{scheme}://{entry.lstrip('/')}"  # /bucket/key
+    return f"{scheme}://{rest.split('/', 1)[0]}{entry}"
+
+
 def _list_uri(spec: str) -> list[str]:
     """Files under a URI prefix, matching a URI glob (where ``*`` may cross ``/``), or listed in a URI .txt file."""
     cut = min((spec.find(character) for character in GLOB_CHARACTERS if character in spec), default=-1)
@@ -109,8 +124,7 @@ def _list_uri(spec: str) -> list[str]:
             if not spec.endswith(LIST_SUFFIX):
                 return [spec]
             with filesystem.open_input_stream(root) as stream:
-                folder = spec.rsplit("/", 1)[0]
-                return [entry if is_uri(entry) else f"{folder}/{entry}" for entry in _entries(stream.read().decode())]
+                return [_in_list(entry, spec) for entry in _entries(stream.read().decode())]
         is_folder = kind == fs.FileType.Directory
         listing = filesystem.get_file_info(fs.FileSelector(root, recursive=True)) if is_folder else []
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError

@@ -58,7 +58,7 @@ class Options:
     address: str = ""  # empty: a new local Ray; "auto", "HOST:PORT" or "ray://HOST:10001": that cluster
     actors: int | None = None  # None: as many as fit (``pool_size``)
     batch_size: int | None = None  # None: BATCH_SIZES of the model's task
-    cpus_per_actor: float = 1.0  # also the actor's ONNX Runtime threads (at least one)
+    cpus_per_actor: float = 1.0  # its whole CPUs (at least one) are the actor's ONNX Runtime threads
     cpus_per_task: float = 1.0
     gpus_per_actor: float = 0.0
     answering: Answering = field(default_factory=Answering)
@@ -210,7 +210,7 @@ def dataset(paths: list[str], options: Options, metadata: ModelMetadata) -> ray.
                 "model": model,
                 "task": task,
                 "answering": options.answering,
-                "threads": max(1, round(options.cpus_per_actor)),
+                "threads": max(1, math.floor(options.cpus_per_actor)),  # whole CPUs
                 "gpu": options.gpus_per_actor > 0,
             },
             compute=ray.data.ActorPoolStrategy(size=min(pool_size(options), blocks)),  # no idle actors
