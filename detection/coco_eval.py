@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from training.atomic import atomic_write_text
+from training.errors import UsageError
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("pycocotools", "faster-coco-eval")
@@ -19,26 +20,26 @@ def load_ground_truth(ann_file: str | Path, backend: str = "pycocotools") -> Any
     """A COCO object for the annotation file, from the chosen backend's own COCO class."""
     ann_file = Path(ann_file)
     if not ann_file.is_file():
-        raise SystemExit(f"annotation file {ann_file} not found (expected annotations/instances_<split>.json)")
+        raise UsageError(f"annotation file {ann_file} not found (expected annotations/instances_<split>.json)")
     coco_class = _backend_classes(backend)[0]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chats about index creation
         try:
             return coco_class(str(ann_file))
         except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, KeyError, TypeError) as error:
-            raise SystemExit(f"annotation file {ann_file} is not valid COCO JSON: {error}") from None
+            raise UsageError(f"annotation file {ann_file} is not valid COCO JSON: {error}") from None
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """Read a COCO results JSON file (a list of detections); malformed files exit clearly."""
+    """Read a COCO results JSON file (a list of detections); a malformed file is a ``UsageError`` that says why."""
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"results file {path} not found")
+        raise UsageError(f"results file {path} not found")
     try:
         results = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SystemExit(f"results file {path} is not valid JSON: {error}") from None
+        raise UsageError(f"results file {path} is not valid JSON: {error}") from None
     if not isinstance(results, list):
-        raise SystemExit(f"results file {path} must hold a JSON list of detections, found {type(results).__name__}")
+        raise UsageError(f"results file {path} must hold a JSON list of detections, found {type(results).__name__}")
     return results
 
 
@@ -47,22 +48,22 @@ def check_results(results: list[dict[str, Any]], coco_gt: Any) -> None:
     image_ids, category_ids = set(coco_gt.getImgIds()), set(coco_gt.getCatIds())
     for index, detection in enumerate(results):
         if not isinstance(detection, dict) or not {"image_id", "category_id", "bbox", "score"} <= detection.keys():
-            raise SystemExit(f"detection #{index} must be an object with image_id, category_id, bbox, score")
+            raise UsageError(f"detection #{index} must be an object with image_id, category_id, bbox, score")
         if detection["image_id"] not in image_ids:
-            raise SystemExit(
+            raise UsageError(
                 f"detection #{index} names image_id {detection['image_id']!r}, which the annotation file does not "
                 "contain (wrong --ann-file or split?)"
             )
         if detection["category_id"] not in category_ids:
-            raise SystemExit(
+            raise UsageError(
                 f"detection #{index} names category_id {detection['category_id']!r}, unknown to the annotation file "
                 f"(valid: {sorted(category_ids)[:10]}...; use COCO category ids, not contiguous labels)"
             )
         box = detection["bbox"]
         if not (isinstance(box, list) and len(box) == 4 and all(_finite(value) for value in box)):
-            raise SystemExit(f"detection #{index} has bbox {box!r}; expected [x, y, width, height] numbers")
+            raise UsageError(f"detection #{index} has bbox {box!r}; expected [x, y, width, height] numbers")
         if not _finite(detection["score"]):
-            raise SystemExit(f"detection #{index} has score {detection['score']!r}; expected a number")
+            raise UsageError(f"detection #{index} has score {detection['score']!r}; expected a number")
 
 
 def known_categories(results: list[dict[str, Any]], coco_gt: Any) -> tuple[list[dict[str, Any]], int]:
@@ -121,9 +122,9 @@ def _backend_classes(backend: str) -> tuple[type, type]:
         try:
             from faster_coco_eval import COCO, COCOeval_faster
         except ImportError:
-            raise SystemExit(
+            raise UsageError(
                 "--backend faster-coco-eval needs the package: pip install 'resnet-lab[detection-fast]' "
                 "(or pip install faster-coco-eval)"
             ) from None
         return COCO, COCOeval_faster
-    raise SystemExit(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

@@ -3,10 +3,13 @@
     python detection/eval_coco.py --checkpoint runs/det/checkpoints/last.pt --coco-root ../shared/data/coco \\
         --split val2017 --output-dir runs/det/eval
     python detection/eval_coco.py --onnx detector.onnx --coco-root ../shared/data/coco --split val2017
+    python detection/eval_coco.py --onnx detector.onnx --ray --address auto --coco-root /data/coco --split val2017
     python detection/eval_coco.py --server http://127.0.0.1:3000 --coco-root ../shared/data/coco --split val2017
     python detection/eval_coco.py --results-json detections.json --ann-file instances_val2017.json
 
-The first three read the split with the same loader and score with the same COCOeval.
+The first four read the split with the same loader and score with the same COCOeval. ``--ray`` shards the images
+of ``--onnx`` across a Ray cluster (``service.batch``: decode tasks and an actor pool of ORT sessions; without
+``--address``, a local Ray on this machine); the results are merged here and scored exactly as one process does.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from detection.coco_eval import BACKENDS, evaluate, known_categories, load_groun
 from detection.data import CategoryMap, CocoDetectionDataset
 from detection.inference import detect
 from detection.model import set_test_size
-from detection.served import EVAL_SCORE_THRESHOLD, detect_onnx, detect_server
+from detection.served import EVAL_SCORE_THRESHOLD, RayOptions, detect_onnx, detect_ray, detect_server
 from training import cli, distributed
 from training.atomic import atomic_write_text
+from training.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=4, help="--server: uploads in flight")
     parser.add_argument("--backend", default="pycocotools", choices=BACKENDS, help="COCOeval implementation")
     cli.add_device_arguments(parser)
+    ray = parser.add_argument_group("--onnx on Ray (pip install 'resnet-lab[batch]')")
+    ray.add_argument("--ray", action="store_true", help="shard the images across a Ray cluster")
+    ray.add_argument("--address", default="", help="auto, HOST:PORT or ray://HOST:10001 (default: a local Ray)")
+    ray.add_argument("--actors", type=int, help="ORT sessions in the pool (default: as many as the cluster holds)")
+    ray.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs (ORT threads) of each actor")
+    ray.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs of each image-decoding task")
     return parser
 
 
@@ -65,38 +75,65 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--results-json needs --ann-file (the ground-truth instances_<split>.json)")
     if not args.results_json and not args.coco_root:
         parser.error(f"--checkpoint, --onnx and --server need --coco-root (or {cli.COCO_ENV})")
+    if args.ray and not args.onnx:
+        parser.error("--ray runs an exported detector: give --onnx FILE (python -m export writes one)")
     return args
 
 
-def split(args: argparse.Namespace) -> CocoDetectionDataset:
-    """The evaluated images: the split, its first ``--max-eval-samples``."""
-    dataset = CocoDetectionDataset(args.coco_root, args.split)
-    return dataset.subset(dataset.image_ids[: args.max_eval_samples])
+def split(coco_root: str | Path, split_name: str, max_images: int | None = None) -> CocoDetectionDataset:
+    """The evaluated images: the split, its first ``max_images`` (None: all)."""
+    dataset = CocoDetectionDataset(coco_root, split_name)
+    return dataset.subset(dataset.image_ids[:max_images])
 
 
-def run_checkpoint(args: argparse.Namespace, dataset: CocoDetectionDataset) -> list[dict[str, Any]]:
-    """Run the checkpoint's detector (PyTorch) over the images; labels map through its own category ids."""
-    state = load_detection_checkpoint(args.checkpoint)
+def run_checkpoint(
+    checkpoint: str | Path,
+    dataset: CocoDetectionDataset,
+    *,
+    device: str | None = None,
+    batch_size: int = 1,
+    workers: int = 0,
+    score_threshold: float | None = None,
+    min_size_test: int | None = None,
+    max_size: int | None = None,
+    rpn_post_nms_top_n_test: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run the checkpoint's detector (PyTorch) over the images; labels map through its own category ids. None keeps
+    the recipe's value (score threshold: ``EVAL_SCORE_THRESHOLD``)."""
+    state = load_detection_checkpoint(checkpoint)
     model, recipe = detector_from_checkpoint(state)
-    if args.rpn_post_nms_top_n_test:
-        model.rpn._post_nms_top_n["testing"] = args.rpn_post_nms_top_n_test
-    model.roi_heads.score_thresh = EVAL_SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
-    set_test_size(model, args.min_size_test or recipe.min_size_test, args.max_size or recipe.max_size)
-    context = distributed.setup(args.device, fixed_input_sizes=False)
+    if rpn_post_nms_top_n_test:
+        model.rpn._post_nms_top_n["testing"] = rpn_post_nms_top_n_test
+    model.roi_heads.score_thresh = EVAL_SCORE_THRESHOLD if score_threshold is None else score_threshold
+    set_test_size(model, min_size_test or recipe.min_size_test, max_size or recipe.max_size)
+    context = distributed.setup(device, fixed_input_sizes=False)
     model.to(context.device).eval()
     categories = CategoryMap([{"id": int(category_id)} for category_id in state["category_ids"]])  # sorted, as trained
-    return detect(model, dataset, context, args.batch_size, args.workers, progress=True, categories=categories)
+    return detect(model, dataset, context, batch_size, workers, progress=True, categories=categories)
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[int], Path]:
-    """Detections of the chosen source over the split; returns (results, evaluated image ids, ann file)."""
-    dataset = split(args)
-    if args.onnx:
+    """Detections of the source the command line chose over the split; (results, evaluated image ids, ann file)."""
+    dataset = split(args.coco_root, args.split, args.max_eval_samples)
+    if args.onnx and args.ray:
+        options = RayOptions(args.address, args.actors, args.cpus_per_actor, args.cpus_per_task)
+        results = detect_ray(args.onnx, dataset, args.score_threshold, options)
+    elif args.onnx:
         results = detect_onnx(args.onnx, dataset, args.score_threshold)
     elif args.server:
         results = detect_server(args.server, dataset, args.score_threshold, args.concurrency)
     else:
-        results = run_checkpoint(args, dataset)
+        results = run_checkpoint(
+            args.checkpoint,
+            dataset,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            score_threshold=args.score_threshold,
+            min_size_test=args.min_size_test,
+            max_size=args.max_size,
+            rpn_post_nms_top_n_test=args.rpn_post_nms_top_n_test,
+        )
     return results, list(dataset.image_ids), dataset.paths.ann_file
 
 
@@ -122,4 +159,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

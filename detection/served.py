@@ -1,13 +1,16 @@
-"""Detections of what is served, for COCO evaluation: an exported ONNX file in ONNX Runtime, or a running service.
+"""Detections of what is served, for COCO evaluation: an exported ONNX file in ONNX Runtime (in this process or
+sharded across a Ray cluster), or a running service.
 
-Both read the split's images with the service's own loader (``service.imaging``), as the checkpoint path's
-dataset does, so the three paths see the same pixels. The server is asked for ``score_threshold`` 0 unless told
+All read the split's images with the service's own loader (``service.imaging``), as the checkpoint path's
+dataset does, so every path sees the same pixels. The server is asked for ``score_threshold`` 0 unless told
 otherwise: evaluation keeps every detection, and the graph's own baked-in threshold still applies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,11 @@ from tqdm import tqdm
 from detection.data import CocoDetectionDataset
 from detection.inference import coco_result
 from service import imaging
+from service.answers import MAX_DETECTIONS
 from service.contract import DETECTION
 from service.runtime import OnnxModel
 from service.settings import Settings
+from training.errors import UsageError
 
 EVAL_SCORE_THRESHOLD = 0.05  # what the checkpoint and ONNX paths keep unless told otherwise (COCO practice)
 SERVER_SCORE_THRESHOLD = 0.0  # what /detect is asked for unless told otherwise: all the graph returned
@@ -78,7 +83,7 @@ async def _detect_server(
                 async with session.post("/detect", data=form) as response:
                     body = await response.json(content_type=None)
                     if response.status != 200:
-                        raise SystemExit(f"{url}/detect answered {response.status} for {path.name}: {body}")
+                        raise UsageError(f"{url}/detect answered {response.status} for {path.name}: {body}")
                 results.extend(
                     coco_result(image_id, d["box"], d["category_id"], d["score"]) for d in body["detections"]
                 )
@@ -86,4 +91,52 @@ async def _detect_server(
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
     progress.close()
+    return results
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide ``detect_ray`` runs (``service.batch.Options``' cluster fields)."""
+
+    address: str = ""  # empty: a new local Ray on this machine
+    actors: int | None = None  # None: as many as the cluster holds
+    cpus_per_actor: float = 1.0
+    cpus_per_task: float = 1.0
+
+
+def detect_ray(
+    path: Path, dataset: CocoDetectionDataset, score_threshold: float | None = None, ray: RayOptions | None = None
+) -> list[dict[str, Any]]:
+    """``detect_onnx``'s results, the images sharded across a Ray cluster by ``service.batch`` (decode tasks, an
+    actor pool of ORT sessions) and merged here in the split's order; an image that cannot be read stops it."""
+    from service.batch import job as batch  # Ray is an optional extra: imported only here
+    from service.batch.workers import Answering
+
+    score_threshold = EVAL_SCORE_THRESHOLD if score_threshold is None else score_threshold
+    ray = ray or RayOptions()
+    options = batch.Options(
+        model=Path(path),
+        address=ray.address,
+        actors=ray.actors,
+        cpus_per_actor=ray.cpus_per_actor,
+        cpus_per_task=ray.cpus_per_task,
+        answering=Answering(score_threshold=score_threshold, max_detections=MAX_DETECTIONS),  # all it kept
+    )
+    paths = {image_id: str(image_path(dataset, image_id).resolve()) for image_id in dataset.image_ids}
+    try:
+        metadata = batch.read_metadata(options.model)
+        with batch.connected(options.address):
+            rows = batch.dataset(list(paths.values()), options, metadata)
+            answered = {row["path"]: row for row in rows.iter_rows()}
+    except batch.BatchError as error:
+        raise UsageError(str(error)) from None
+    results = []
+    for image_id, image in paths.items():
+        row = answered[image]
+        if row["error"] is not None:
+            raise UsageError(f"cannot read image {image}: {row['error']}; delete or replace it")
+        results += [
+            coco_result(image_id, found["box"], found["category_id"], found["score"])
+            for found in json.loads(row["answer"])["detections"]
+        ]
     return results

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("torch", "torchvision", "onnxruntime-gpu", "onnxruntime", "bentoml", "pillow", "numpy")
+PACKAGES = ("torch", "torchvision", "onnxruntime-gpu", "onnxruntime", "bentoml", "pillow", "numpy", "ray")
 RESULT_DIRS = ("docs/bench", "docs/examples")  # written by the benchmarks themselves: not a change to the code
 
 

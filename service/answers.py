@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+MAX_DETECTIONS = 1000  # the most detections an answer may ask for (/detect's max_detections, offline jobs')
+
 
 def softmax_top_k(logits: np.ndarray, k: int) -> list[tuple[int, float]]:
     """Top-``k`` (index, probability) pairs of one logit row, highest first, softmax in float64."""

@@ -18,11 +18,11 @@ import bentoml
 import numpy as np
 
 from service import answers, imaging
+from service.answers import MAX_DETECTIONS
 from service.contract import DETECTION, Key
 from service.runtime import OnnxModel
 from service.settings import Settings
 
-MAX_DETECTIONS = 1000
 DETECTIONS = bentoml.metrics.Counter(name="resnet_lab_detections", documentation="Detections returned by /detect")
 DETECT_SECONDS = bentoml.metrics.Histogram(
     name="resnet_lab_detect_seconds",

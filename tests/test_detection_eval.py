@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from pycocotools.cocoeval import COCOeval
 
 from detection import eval_coco
 from detection.coco_eval import METRIC_KEYS
+from tests.helpers import REPO_ROOT
+from training.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -106,32 +110,46 @@ def test_empty_results_give_zero_without_crashing(tmp_path, val_ann_file, capsys
         ([{"image_id": 1}], "must be an object with"),
     ],
 )
-def test_bad_results_exit_with_a_clear_message(tmp_path, val_ann_file, ground_truth_as_detections, results, message):
+def test_bad_results_are_refused_with_a_clear_message(
+    tmp_path, val_ann_file, ground_truth_as_detections, results, message
+):
     image_id = ground_truth_as_detections[0]["image_id"]
     if results == "CATEGORY":  # contiguous label 0 instead of a COCO category id
         results = [{"image_id": image_id, "category_id": 0, "bbox": [0, 0, 5, 5], "score": 0.9}]
     elif results == "BADBOX":
         results = [{"image_id": image_id, "category_id": 1, "bbox": [0, 0, 5], "score": 0.9}]
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(UsageError, match=message):
         run_cli(tmp_path, results, val_ann_file)
 
 
 def test_missing_annotation_file_and_image_folder_exit_clearly(tmp_path, coco_val_root):
     (tmp_path / "results.json").write_text("[]")
-    with pytest.raises(SystemExit, match="annotation file .* not found"):
+    with pytest.raises(UsageError, match="annotation file .* not found"):
         eval_coco.main(["--results-json", str(tmp_path / "results.json"), "--ann-file", str(tmp_path / "nope.json")])
-    with pytest.raises(SystemExit, match="results file .* not found"):
+    with pytest.raises(UsageError, match="results file .* not found"):
         eval_coco.main(["--results-json", str(tmp_path / "x.json"), "--ann-file", str(tmp_path / "results.json")])
     fake_root = tmp_path / "coco"
     (fake_root / "annotations").mkdir(parents=True)
     (fake_root / "annotations" / "instances_val2017.json").write_text("{}")
     checkpoint = tmp_path / "det.pt"
     checkpoint.write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="cannot read detection checkpoint"):
+    with pytest.raises(UsageError, match="cannot read detection checkpoint"):
         eval_coco.main(["--checkpoint", str(checkpoint), "--coco-root", str(coco_val_root)])
     from detection.data import coco_paths
 
-    with pytest.raises(SystemExit, match="image folder .*val2017 not found"):
+    with pytest.raises(UsageError, match="image folder .*val2017 not found"):
         coco_paths(fake_root, "val2017")
-    with pytest.raises(SystemExit, match="instances_test2017.json not found"):
+    with pytest.raises(UsageError, match="instances_test2017.json not found"):
         coco_paths(coco_val_root, "test2017")
+
+
+def test_the_command_line_says_a_mistake_in_one_line_and_exits_2(tmp_path) -> None:
+    script = REPO_ROOT / "detection" / "eval_coco.py"
+    missing = ["--results-json", str(tmp_path / "none.json"), "--ann-file", str(tmp_path / "none.json")]
+    result = subprocess.run([sys.executable, str(script), *missing], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: results file {tmp_path / 'none.json'} not found"
+    ]
+    ray_checkpoint = ["--ray", "--checkpoint", "det.pt", "--coco-root", str(tmp_path)]
+    no_onnx = subprocess.run([sys.executable, str(script), *ray_checkpoint], capture_output=True, text=True)
+    assert no_onnx.returncode == 2 and "--ray runs an exported detector: give --onnx FILE" in no_onnx.stderr
