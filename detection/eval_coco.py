@@ -27,7 +27,6 @@ from detection.model import set_test_size
 from detection.served import EVAL_SCORE_THRESHOLD, RayOptions, detect_onnx, detect_ray, detect_server
 from training import cli, distributed
 from training.atomic import atomic_write_text
-from training.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
