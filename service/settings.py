@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 
+class SettingsError(ValueError):
+    """A malformed ``RESNET_LAB_*`` variable: the message names it and says what it must be."""
+
+
 def _setting(env: str, default: object, meaning: str) -> object:
     return field(default=default, metadata={"env": env, "meaning": meaning})
 
@@ -33,7 +37,12 @@ class Settings:
     max_latency_ms: int = _setting(
         "RESNET_LAB_MAX_LATENCY_MS", 20_000, "waiting longer for the batching queue or a detection slot: 503"
     )
-    max_upload_bytes: int = _setting("RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "larger uploads get a 413")
+    max_upload_bytes: int = _setting(
+        "RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "larger request bodies (all images together) get a 413"
+    )
+    max_images: int = _setting(
+        "RESNET_LAB_MAX_IMAGES", 32, "most images in one request (/classify, /detect, /v2 infer); more get a 413"
+    )
     max_image_pixels: int = _setting(
         "RESNET_LAB_MAX_IMAGE_PIXELS", 50_000_000, "images declaring more pixels get a 413 (before decoding)"
     )
@@ -50,10 +59,16 @@ class Settings:
     providers: str = _setting(
         "RESNET_LAB_PROVIDERS", "", "comma-separated ONNX Runtime providers; empty: CUDA where a GPU works, else CPU"
     )
+    api_keys: str = _setting(
+        "RESNET_LAB_API_KEYS",
+        "",
+        "comma-separated API keys, or @/path/to/file (one per line, re-read when it changes); set: every route but "
+        "the probes and docs needs `Authorization: Bearer KEY`",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every ``RESNET_LAB_*`` variable; a malformed value stops the service with the reason."""
+        """Read every ``RESNET_LAB_*`` variable; a malformed one raises ``SettingsError`` with the reason."""
         environ = os.environ if environ is None else environ
         values = {}
         for spec in fields(cls):
@@ -74,13 +89,13 @@ def env_name(setting: str) -> str:
 def _parse(name: str, raw: str, kind: type) -> object:
     if kind is bool:
         if raw.lower() not in ("0", "1", "true", "false"):
-            raise SystemExit(f"{name}={raw!r} must be 0 or 1")
+            raise SettingsError(f"{name}={raw!r} must be 0 or 1")
         return raw.lower() in ("1", "true")
     if kind is int:
         try:
             return int(raw)
         except ValueError:
-            raise SystemExit(f"{name}={raw!r} must be an integer") from None
+            raise SettingsError(f"{name}={raw!r} must be an integer") from None
     return raw
 
 
