@@ -91,7 +91,7 @@ def v2_router(models: Callable[[], Any], secured: Sequence[params.Depends]) -> A
             """Whether a model is ready (loaded models always are)."""
             return ModelReadiness(name=model_of(request).name, ready=True)
 
-        body = {"required": True, "content": {"application/json": {"schema": REQUEST_SCHEMA}}}
+        request_body = {"required": True, "content": {"application/json": {"schema": REQUEST_SCHEMA}}}
 
         @router.post(
             f"{path}/infer",
@@ -101,7 +101,7 @@ def v2_router(models: Callable[[], Any], secured: Sequence[params.Depends]) -> A
                 **error_responses(400, 404, 413, 503, *auth),
             },
             dependencies=secured,
-            openapi_extra={**extra, "requestBody": body},
+            openapi_extra={**extra, "requestBody": request_body},
             description=INFER_DESCRIPTION,
         )
         async def infer(request: Request) -> Response:

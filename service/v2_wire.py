@@ -289,7 +289,8 @@ def encode_response(
                 data = flat.tolist()
             outputs.append(OutputTensor(name=tensor.name, shape=shape, datatype=tensor.datatype, data=data))
     answer = response.model_copy(update={"outputs": outputs})
-    header = json.dumps(answer.model_dump(exclude_none=True)).encode()
+    empty = {name for name in ("id", "parameters") if not getattr(answer, name)}  # optional, left out when empty
+    header = json.dumps(answer.model_dump(exclude_none=True, exclude=empty)).encode()
     if not chunks:
         return header, {"content-type": "application/json"}
     headers = {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
