@@ -24,7 +24,8 @@ from detection.coco_eval import BACKENDS, evaluate, known_categories, load_groun
 from detection.data import CategoryMap, CocoDetectionDataset
 from detection.inference import detect
 from detection.model import set_test_size
-from detection.served import EVAL_SCORE_THRESHOLD, RayOptions, detect_onnx, detect_ray, detect_server
+from detection.served import RayOptions, detect_onnx, detect_ray, detect_server
+from service.answers import EVAL_SCORE_THRESHOLD
 from training import cli, distributed
 from training.atomic import atomic_write_text
 
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rpn-post-nms-top-n-test", type=int, help="--checkpoint: RPN proposals per image (default: the recipe's)"
     )
-    parser.add_argument("--score-threshold", type=float, help="drop detections scoring less (default: 0.05; --server: "
+    parser.add_argument("--score-threshold", type=float, help="drop detections scoring less (default: "
+                        f"{EVAL_SCORE_THRESHOLD}; --server: "
                         "0, so the answers hold all that the graph's own baked-in threshold kept)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--concurrency", type=int, default=4, help="--server: uploads in flight")

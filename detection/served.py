@@ -20,13 +20,12 @@ from tqdm import tqdm
 from detection.data import CocoDetectionDataset
 from detection.inference import coco_result
 from service import imaging
-from service.answers import MAX_DETECTIONS
+from service.answers import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS
 from service.contract import DETECTION
 from service.runtime import OnnxModel
 from service.settings import Settings
 from training.errors import UsageError
 
-EVAL_SCORE_THRESHOLD = 0.05  # what the checkpoint and ONNX paths keep unless told otherwise (COCO practice)
 SERVER_SCORE_THRESHOLD = 0.0  # what /detect is asked for unless told otherwise: all the graph returned
 
 
@@ -79,7 +78,7 @@ async def _detect_server(
                 form = aiohttp.FormData()
                 form.add_field("image", path.read_bytes(), filename=path.name)
                 form.add_field("score_threshold", str(score_threshold))
-                form.add_field("max_detections", "1000")
+                form.add_field("max_detections", str(MAX_DETECTIONS))
                 async with session.post("/detect", data=form) as response:
                     body = await response.json(content_type=None)
                     if response.status != 200:

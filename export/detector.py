@@ -26,11 +26,12 @@ from export.detector_graph import export_detector_onnx, onnx_ready
 from export.detector_parity import check_onnx_parity
 from export.onnx_file import Destination, Verification, sha256_of, to_jsonable, with_metadata, write_and_register
 from service import imaging
+from service.answers import EVAL_SCORE_THRESHOLD
 from service.contract import DETECTION, Key, ModelMetadata
 from training import data_folder
 from training.errors import UsageError
 
-SCORE_THRESHOLD = 0.05  # what COCO evaluation keeps (eval_coco.py's default); the service filters further
+SCORE_THRESHOLD = EVAL_SCORE_THRESHOLD  # what COCO evaluation keeps; the service filters further
 
 
 @dataclass(frozen=True)

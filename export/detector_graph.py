@@ -22,6 +22,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detection.model import fold_batchnorm, set_test_size
 from detection.recipes import DetectionRecipe
+from service.answers import EVAL_SCORE_THRESHOLD
 from service.contract import DETECTION, INPUT_NAMES, OUTPUT_NAMES
 
 IMAGE = INPUT_NAMES[DETECTION]
@@ -64,7 +65,7 @@ def onnx_ready(
     model: FasterRCNN,
     recipe: DetectionRecipe,
     category_ids: Sequence[int],
-    score_thresh: float = 0.05,
+    score_thresh: float = EVAL_SCORE_THRESHOLD,
     min_size: int | None = None,
     max_size: int | None = None,
     fold: bool = False,

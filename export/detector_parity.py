@@ -10,6 +10,7 @@ import torch
 from torchvision.ops import box_iou
 
 from export.detector_graph import IMAGE, OUTPUTS, OnnxDetector
+from service.answers import EVAL_SCORE_THRESHOLD
 
 Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes [K, 4], scores [K], category ids [K]
 IOU_MIN = 0.99
@@ -39,7 +40,7 @@ def borderline(detections: Detections, index: int, nms_thresh: float | None, cap
 def match_detections(
     ref: Detections,
     got: Detections,
-    score_min: float = 0.05,
+    score_min: float = EVAL_SCORE_THRESHOLD,
     iou_min: float = IOU_MIN,
     score_tol: float = SCORE_TOLERANCE,
     nms_thresh: float | None = None,

@@ -8,7 +8,12 @@ from typing import Any
 
 import numpy as np
 
-MAX_DETECTIONS = 1000  # the most detections an answer may ask for (/detect's max_detections, offline jobs')
+# The answers' options and their defaults, for /classify and /detect and for offline jobs alike.
+DEFAULT_TOP_K = 5
+DEFAULT_SCORE_THRESHOLD = 0.5  # /detect's default; the graph's own threshold still applies
+DEFAULT_MAX_DETECTIONS = 100
+MAX_DETECTIONS = 1000  # the most detections an answer may ask for, whatever the graph's own cap
+EVAL_SCORE_THRESHOLD = 0.05  # COCO practice: what an exported graph keeps by default and eval_coco.py scores
 
 
 def softmax_top_k(logits: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -2,7 +2,7 @@
 
 Detection images differ in size, so requests are not merged into batches: each decoded upload is one ORT call (which
 uses every core). At most ``RESNET_LAB_DETECT_CONCURRENCY`` run at once; the others wait, and one that cannot start
-within ``RESNET_LAB_MAX_LATENCY_MS`` is answered with a JSON 503. An answer holds at most
+within ``RESNET_LAB_MAX_LATENCY_MS`` is refused with a 503. An answer holds at most
 ``min(max_detections, the graph's own cap)`` detections: the graph keeps the recipe's ``box_detections_per_img``
 (``detections_per_img`` of ``Key.NMS`` in its metadata, ``max_detections_in_graph`` in ``/info``).
 """
@@ -18,25 +18,18 @@ import bentoml
 import numpy as np
 
 from service import answers, imaging
-from service.answers import MAX_DETECTIONS
 from service.contract import DETECTION, Key
+from service.errors import RequestRejected
 from service.runtime import OnnxModel
 from service.settings import Settings
+from service.uploads import DetectOptions
 
 DETECTIONS = bentoml.metrics.Counter(name="resnet_lab_detections", documentation="Detections returned by /detect")
 DETECT_SECONDS = bentoml.metrics.Histogram(
     name="resnet_lab_detect_seconds",
-    documentation="Seconds per /detect request: decode, waiting for a slot, the ORT run",
+    documentation="Seconds per detected image: waiting for a detection slot and the ORT run",
     buckets=[0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
 )
-
-
-class DetectionRefused(Exception):
-    """A /detect request answered with an error: ``status`` and a sentence."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Detector:
@@ -67,43 +60,33 @@ class Detector:
         """The most detections the graph returns per image: ``detections_per_img`` of its NMS settings."""
         return self.model.metadata.json_value(Key.NMS, {}).get("detections_per_img")
 
-    @staticmethod
-    def check(score_threshold: float, max_detections: int) -> None:
-        """The request's options, or a 400 that says what they must be."""
-        if not 0 <= score_threshold <= 1:
-            raise DetectionRefused(400, f"score_threshold must be a number between 0 and 1, got {score_threshold}")
-        if not 1 <= max_detections <= MAX_DETECTIONS:
-            raise DetectionRefused(
-                400, f"max_detections must be an integer between 1 and {MAX_DETECTIONS}, got {max_detections}"
-            )
-
-    async def answer(
-        self, data: bytes, score_threshold: float, max_detections: int, decode: anyio.CapacityLimiter
-    ) -> dict[str, Any]:
-        """Decode, wait for a slot, run, and shape the answer (boxes in the pixels of the upload as displayed)."""
-        started = time.perf_counter()
+    async def decode(self, data: bytes, limiter: anyio.CapacityLimiter) -> np.ndarray:
+        """An image file as uint8 ``[3, H, W]`` in its pixels as displayed; ``RequestRejected`` if it is no image."""
         try:
-            image = await anyio.to_thread.run_sync(imaging.load_rgb, data, limiter=decode)
+            image = await anyio.to_thread.run_sync(imaging.load_rgb, data, limiter=limiter)
         except imaging.ImageRejected as rejected:
-            raise DetectionRefused(rejected.status, str(rejected)) from None
-        pixels = imaging.to_chw(image)
+            raise RequestRejected(str(rejected), rejected.status) from None
+        return imaging.to_chw(image)
+
+    async def detections(self, pixels: np.ndarray, options: DetectOptions) -> list[dict[str, Any]]:
+        """Wait for a slot, run, and shape the detections (a 503 when no slot frees within the latency budget)."""
+        started = time.perf_counter()
         with anyio.move_on_after(self.settings.max_latency_ms / 1000) as waiting:
             await self.slots.acquire()
         if waiting.cancelled_caught:
             limit = f"max_latency_ms={self.settings.max_latency_ms}"
-            raise DetectionRefused(503, f"server overloaded: no detection slot within {limit}; retry later")
+            raise RequestRejected(f"server overloaded: no detection slot within {limit}; retry later", 503)
         try:
             boxes, scores, labels = await anyio.to_thread.run_sync(self.model.detect, pixels)
         finally:
             self.slots.release()
-        detections = self.shape(boxes, scores, labels, score_threshold, max_detections)
-        DETECTIONS.inc(len(detections))
+        found = answers.detections(boxes, scores, labels, self.names, options.score_threshold, options.max_detections)
+        DETECTIONS.inc(len(found))
         DETECT_SECONDS.observe(time.perf_counter() - started)
-        return answers.detection(self.model.metadata.model_name, (image.width, image.height), detections)
+        return found
 
-    def shape(
-        self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, score_threshold: float, max_detections: int
-    ) -> list[dict[str, Any]]:
-        """Detections at or above ``score_threshold``, best first, at most ``max_detections`` (of the at most
-        ``graph_cap()`` the graph returned)."""
-        return answers.detections(boxes, scores, labels, self.names, score_threshold, max_detections)
+    async def answer(self, data: bytes, options: DetectOptions, limiter: anyio.CapacityLimiter) -> dict[str, Any]:
+        """``/detect``'s answer for one image file (boxes in the pixels of the upload as displayed)."""
+        pixels = await self.decode(data, limiter)
+        found = await self.detections(pixels, options)
+        return answers.detection(self.model.metadata.model_name, (pixels.shape[2], pixels.shape[1]), found)

@@ -1,23 +1,20 @@
-"""Client mistakes as a JSON 4xx ``{"error": "<sentence>"}``: the exception to raise, its sentences, the body fix-up.
+"""Every refusal leaves the service as JSON ``{"error": "<sentence>"}``: the exception to raise, its response, the
+sentences for validation failures, and the middleware that gives answers made elsewhere the same shape.
 
-BentoML 1.4 answers every API call through ``api_endpoint_wrapper`` (``_bentoml_impl/server/app.py``), which maps
-a pydantic ``ValidationError`` to 400 ``{"error": "1 validation error for Input", "detail": [<pydantic dicts>]}``,
-a ``BentoMLException`` with a 4xx ``error_code`` to that status with the body ``[{"error": str(exc)}]`` (a one-item
-list: ``detail = ({"error": str(exc)},)``, a stray tuple), and any other exception to a generic 500. So client
-mistakes are raised as ``RequestRejected`` (a ``bentoml.exceptions.BadInput``, status 400) where they arise (see
-``service/inputs.py``), and ``ErrorBodyShape`` rewrites BentoML's two 4xx shapes into ``{"error": "<sentence>"}``.
+Handlers raise ``RequestRejected`` (status and sentence) where a mistake is found and turn it into a response with
+``error_response``; nothing of the client's reaches BentoML's exception handling. ``JsonErrors`` covers the answers
+the service does not write itself: the router's 404 and 405 (plain text), BentoML's own refusals (its 4xx bodies
+are a one-item list, ``[{"error": ...}]``) and FastAPI's ``{"detail": ...}``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from bentoml.exceptions import BadInput
-from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse
 
 # pydantic error-type prefixes (int_parsing, int_type, int_from_float, ...) -> what the value must be
 _KINDS = {
@@ -28,28 +25,27 @@ _KINDS = {
     "string": "text",
     "list": "a list",
     "dict": "an object",
+    "model": "an object",
 }
+_BOUNDS = ("greater_than_equal", "less_than_equal", "greater_than", "less_than")
 
 
-class RequestRejected(BadInput):
-    """A client mistake: BentoML answers it with ``error_code`` (400 unless given) and ``str(self)``."""
+class RequestRejected(Exception):
+    """A request the service refuses: the HTTP ``status`` and a sentence that says what to send instead."""
 
-    def __init__(self, problem: str, how: str = "", status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> None:
-        super().__init__(f"{problem}; {how}" if how else problem, error_code=status)
+    def __init__(self, message: str, status: int = HTTPStatus.BAD_REQUEST, how: str = "") -> None:
+        super().__init__(f"{message}; {how}" if how else message)
+        self.status = int(status)
 
 
-class QuietRejections(logging.Filter):
-    """Client-side failures (``RequestRejected``, a client gone mid-upload) as one WARNING line instead of BentoML's
-    ERROR with a traceback (``log_exception`` in ``api_endpoint_wrapper``)."""
+def error_body(message: str) -> dict[str, str]:
+    """The one error shape: ``{"error": message}``."""
+    return {"error": message}
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, (RequestRejected, ClientDisconnect)):
-            what = str(error)[:300] if isinstance(error, RequestRejected) else "client disconnected mid-request"
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = "%s %s refused: %s", (*(record.args or ("?", "?"))[:2], what)
-            record.exc_info = record.exc_text = None
-        return True
+
+def error_response(rejected: RequestRejected, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """``rejected`` as the JSON answer."""
+    return JSONResponse(error_body(str(rejected)), status_code=rejected.status, headers=headers)
 
 
 def _shown(value: Any) -> str:
@@ -57,8 +53,8 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def describe_error(error: Mapping[str, Any]) -> str:
-    """One pydantic error dict (``ValidationError.errors()`` or BentoML's ``detail`` item) as a sentence."""
+def describe_error(error: Mapping[str, Any], bounds: Mapping[str, str] | None = None) -> str:
+    """One pydantic error dict as a sentence; ``bounds``: field name -> what it must be ("an integer between...")."""
     loc = [str(part) for part in error.get("loc", ()) if part != "root"]
     name = ".".join(loc)
     field = f'field "{name}"' if name else "the body"
@@ -66,10 +62,14 @@ def describe_error(error: Mapping[str, Any]) -> str:
     got = f", got {_shown(error['input'])}" if "input" in error and not isinstance(error["input"], Mapping) else ""
     if kind == "missing":
         return f"missing {field}"
-    if kind == "path_type":  # BentoML's file fields (_bentoml_sdk/validators.py FileSchema.decode)
-        return f"{field} must be a file upload{got}"
+    if kind == "extra_forbidden":
+        return f"unexpected {field}"
     if kind == "json_invalid":
-        return f"{field} is not valid JSON"
+        return "the body is not valid JSON"
+    if kind in _BOUNDS and bounds and name in bounds:
+        value = error.get("input")
+        shown = f", got {value if isinstance(value, str) else _shown(value)}" if "input" in error else ""
+        return f"{name} must be {bounds[name]}{shown}"
     prefix = kind.split("_", 1)[0]
     if prefix in _KINDS and (kind.endswith(("_type", "_parsing")) or kind.startswith("int_from")):
         return f"{field} must be {_KINDS[prefix]}{got}"
@@ -77,32 +77,45 @@ def describe_error(error: Mapping[str, Any]) -> str:
     return f"{field}: {message[:1].lower()}{message[1:]}{got}"
 
 
-def describe_errors(errors: Iterable[Mapping[str, Any]]) -> str:
+def describe_errors(errors: Iterable[Mapping[str, Any]], bounds: Mapping[str, str] | None = None) -> str:
     """All of a validation failure's errors as one sentence (first five)."""
-    sentences = [describe_error(error) for error in errors]
+    sentences = list(dict.fromkeys(describe_error(error, bounds) for error in errors))
     more = f" (and {len(sentences) - 5} more)" if len(sentences) > 5 else ""
     return "; ".join(sentences[:5]) + more or "invalid input"
 
 
-def normalized_error_body(body: bytes) -> bytes | None:
-    """BentoML's 4xx shapes as ``{"error": ...}``; None where ``body`` is neither (then it passes as it is)."""
+def normalized_error_body(status: int, body: bytes) -> bytes | None:
+    """An error body in another shape as ``{"error": ...}``; None where it already is ours."""
     try:
-        data = json.loads(body)
+        data = json.loads(body) if body else None
     except ValueError:
+        data = body.decode("utf-8", "replace").strip()
+    if isinstance(data, dict) and set(data) == {"error"} and isinstance(data["error"], str):
         return None
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict) and "error" in data[0]:
         data = data[0]  # BentoMLException 4xx: [{"error": ...}]
-    elif isinstance(data, dict) and isinstance(data.get("detail"), list) and "error" in data:
-        data = {"error": describe_errors(item for item in data["detail"] if isinstance(item, Mapping))}
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        message = data["error"]
+    elif isinstance(data, dict) and isinstance(data.get("detail"), str):
+        message = data["detail"]  # FastAPI / starlette HTTPException
+    elif isinstance(data, str) and data:
+        message = data[:500]
     else:
-        return None
-    return json.dumps({"error": str(data["error"])}).encode()
+        message = _phrase(status)
+    return json.dumps(error_body(message)).encode()
 
 
-class ErrorBodyShape:
-    """ASGI middleware: 4xx JSON answers in BentoML's shapes leave as ``{"error": "<sentence>"}``.
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
 
-    Only 4xx ``application/json`` responses are held back (up to ``max_bytes``); everything else streams through.
+
+class JsonErrors:
+    """ASGI middleware: every 4xx and 5xx answer leaves as ``{"error": "<sentence>"}``, its headers kept.
+
+    Only error answers are held back (up to ``max_bytes``, then passed on unchanged); everything else streams.
     """
 
     def __init__(self, app: Any, max_bytes: int = 64 * 1024) -> None:
@@ -120,28 +133,29 @@ class ErrorBodyShape:
             nonlocal held
             assert held is not None
             start, held = held, None
-            if not more_body and (fixed := normalized_error_body(body)) is not None:
+            if not more_body and (fixed := normalized_error_body(start["status"], body)) is not None:
                 body = fixed
-                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-                start = {**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+                kept = [
+                    (k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")
+                ]
+                headers = [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                start = {**start, "headers": headers}
             await send(start)
             await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
         async def shaping_send(message: dict[str, Any]) -> None:
             nonlocal held
-            if message["type"] == "http.response.start":
-                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
-                if 400 <= message["status"] < 500 and content_type.startswith(b"application/json"):
-                    held = message
-                    return
-            elif message["type"] == "http.response.body" and held is not None:
+            if message["type"] == "http.response.start" and message["status"] >= 400 and scope["method"] != "HEAD":
+                held = message
+                return
+            if message["type"] == "http.response.body" and held is not None:
                 chunks.append(message.get("body", b""))
                 more = bool(message.get("more_body"))
                 if more and sum(map(len, chunks)) <= self.max_bytes:
                     return
                 body = b"".join(chunks)
                 chunks.clear()
-                await release(body, more)  # too big to be ours: pass it on unchanged
+                await release(body, more)  # too big to be an error sentence: pass it on unchanged
                 return
             await send(message)
 

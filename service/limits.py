@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 Scope = dict[str, Any]
+
+
+def carries_images(path: str) -> bool:
+    """The routes whose bodies hold images: ``/classify``, ``/detect`` and v2 inference."""
+    return path in ("/classify", "/detect") or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 async def _send_json(send: Any, status: int, body: dict[str, str]) -> None:
@@ -16,18 +22,19 @@ async def _send_json(send: Any, status: int, body: dict[str, str]) -> None:
 
 
 class BodySizeLimit:
-    """Refuse POST bodies over ``max_bytes`` on ``paths``: by Content-Length at once, else while streaming."""
+    """Refuse POST bodies over ``max_bytes`` where ``limited(path)``: by Content-Length at once, else while
+    streaming."""
 
-    def __init__(self, app: Any, max_bytes: int, paths: tuple[str, ...] = ("/classify", "/detect")) -> None:
+    def __init__(self, app: Any, max_bytes: int, limited: Callable[[str], bool] = carries_images) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.paths = paths
+        self.limited = limited
 
     def _message(self) -> dict[str, str]:
         return {"error": f"upload too large: the limit is {self.max_bytes:,} bytes (RESNET_LAB_MAX_UPLOAD_BYTES)"}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
+        if scope["type"] != "http" or scope.get("method") != "POST" or not self.limited(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])

@@ -104,6 +104,28 @@ def open_session(path: Path, settings: Settings) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
+def read_metadata(path: Path, task: str = CLASSIFICATION) -> ModelMetadata:
+    """The serving metadata of the file at ``path`` (a light CPU session, dropped at once), checked for ``task``."""
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT's own exception types (InvalidProtobuf, Fail, ...) share no base class
+        raise ModelNotFound(f"{path}: ONNX Runtime cannot open it ({str(error)[:200]}); {HOW_TO_GET[task]}") from None
+    return _checked_metadata(session, path, task)
+
+
+def _checked_metadata(session: ort.InferenceSession, path: Path, task: str) -> ModelMetadata:
+    try:
+        metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
+    except ContractError as error:
+        raise ModelNotFound(str(error)) from None
+    if metadata.task != task:
+        raise ModelNotFound(f"{path} is a {metadata.task} model; {VARIABLES[task]} takes a {task} model")
+    return metadata
+
+
 @dataclass
 class OnnxModel:
     """An ONNX Runtime session plus the serving metadata stored in the file (``service.contract``)."""
@@ -117,13 +139,7 @@ class OnnxModel:
         """Open ``path``; a file that is not a resnet-lab model of ``task`` is refused with a clear message."""
         path = Path(path)
         session = open_session(path, settings)
-        try:
-            metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
-        except ContractError as error:
-            raise ModelNotFound(str(error)) from None
-        if metadata.task != task:
-            raise ModelNotFound(f"{path} is a {metadata.task} model; {VARIABLES[task]} takes a {task} model")
-        return cls(session=session, path=path, metadata=metadata)
+        return cls(session=session, path=path, metadata=_checked_metadata(session, path, task))
 
     @property
     def providers(self) -> list[str]:

@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 
+class SettingsError(ValueError):
+    """A malformed ``RESNET_LAB_*`` variable: the message names it and says what it must be."""
+
+
 def _setting(env: str, default: object, meaning: str) -> object:
     return field(default=default, metadata={"env": env, "meaning": meaning})
 
@@ -39,7 +43,12 @@ class Settings:
         "after SIGTERM: /readyz answers 503 while requests are still served this long (for a load balancer to "
         "notice), then the server drains and exits",
     )
-    max_upload_bytes: int = _setting("RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "larger uploads get a 413")
+    max_upload_bytes: int = _setting(
+        "RESNET_LAB_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "larger request bodies (all images together) get a 413"
+    )
+    max_images: int = _setting(
+        "RESNET_LAB_MAX_IMAGES", 32, "most images in one request (/classify, /detect, /v2 infer); more get a 413"
+    )
     max_image_pixels: int = _setting(
         "RESNET_LAB_MAX_IMAGE_PIXELS", 50_000_000, "images declaring more pixels get a 413 (before decoding)"
     )
@@ -65,7 +74,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every ``RESNET_LAB_*`` variable; a malformed value stops the service with the reason."""
+        """Read every ``RESNET_LAB_*`` variable; a malformed one raises ``SettingsError`` with the reason."""
         environ = os.environ if environ is None else environ
         values = {}
         for spec in fields(cls):
@@ -86,13 +95,13 @@ def env_name(setting: str) -> str:
 def _parse(name: str, raw: str, kind: type) -> object:
     if kind is bool:
         if raw.lower() not in ("0", "1", "true", "false"):
-            raise SystemExit(f"{name}={raw!r} must be 0 or 1")
+            raise SettingsError(f"{name}={raw!r} must be 0 or 1")
         return raw.lower() in ("1", "true")
     if kind is int:
         try:
             return int(raw)
         except ValueError:
-            raise SystemExit(f"{name}={raw!r} must be an integer") from None
+            raise SettingsError(f"{name}={raw!r} must be an integer") from None
     return raw
 
 

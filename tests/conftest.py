@@ -145,6 +145,16 @@ def shapes_detector(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
+def shapes_onnx(
+    shapes_detector: Path, coco_val_root: Path, tmp_path_factory: pytest.TempPathFactory, bentoml_home: Path
+) -> dict:
+    """``python -m export`` of the shapes detector (verified on the shipped real COCO val photos, registered)."""
+    output = tmp_path_factory.mktemp("shapes_onnx") / "detector.onnx"
+    checkpoint = ["--checkpoint", str(shapes_detector / "checkpoints" / "last.pt")]
+    return export_main([*checkpoint, "--verify-images", str(coco_val_root / "val2017"), "--output", str(output)])
+
+
+@pytest.fixture(scope="session")
 def coco_detector(coco_train_root: Path, classifier_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder of a resnet18 C4 detector trained 8 iterations on real COCO train2017 images."""
     from detection import train
@@ -284,3 +294,30 @@ def serve(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Calla
         return bentoml_server(model, logs, bentoml_home, **env)
 
     return start
+
+
+PROTOCOL_MAX_IMAGES = 8  # RESNET_LAB_MAX_IMAGES of the protocol test servers (small, so that the 413 is cheap)
+API_KEYS = ("first-key-0123456789", "second-key-abcdefghij")  # the keyed server's keys, in its key file
+
+
+@pytest.fixture(scope="session")
+def vision_server(serve, cifar_export: dict, shapes_onnx: dict) -> Iterator[httpx.Client]:
+    """A real server with the CIFAR classifier and the shapes detector, without API keys."""
+    env = {"RESNET_LAB_DETECTOR": shapes_onnx["output"], "RESNET_LAB_MAX_IMAGES": str(PROTOCOL_MAX_IMAGES)}
+    with serve(cifar_export["output"], **env) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def keyed_server(serve, cifar_export: dict, shapes_onnx: dict, tmp_path_factory) -> Iterator[httpx.Client]:
+    """The same with ``RESNET_LAB_API_KEYS=@file``; ``client.key_file`` is that file (tests may rewrite it)."""
+    key_file = tmp_path_factory.mktemp("keys") / "api_keys"
+    key_file.write_text(f"# resnet-lab keys\n{API_KEYS[0]}\n{API_KEYS[1]}, \n")
+    env = {
+        "RESNET_LAB_DETECTOR": shapes_onnx["output"],
+        "RESNET_LAB_MAX_IMAGES": str(PROTOCOL_MAX_IMAGES),
+        "RESNET_LAB_API_KEYS": f"@{key_file}",
+    }
+    with serve(cifar_export["output"], **env) as client:
+        client.key_file = key_file  # type: ignore[attr-defined]
+        yield client

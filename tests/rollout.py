@@ -51,13 +51,15 @@ def sigterm_under_load(
     lame_duck = float(env.get("RESNET_LAB_LAME_DUCK_SECONDS", 0))
     server = start_replica(env, work / "sigterm.log", source=source)
     readyz: list[tuple[int, str]] = []
+    v2_ready: list[tuple[int, str]] = []
     try:
         with Traffic(server.url, "/classify", bodies, concurrency, limit=100_000, stop_when_refused=True) as traffic:
             traffic.wait_answered(warmup, timeout=120)
             signalled = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             while server.process.poll() is None and time.monotonic() - signalled < lame_duck:
-                readyz.append(_readyz(server.url))
+                readyz.append(_probe(server.url + "/readyz"))
+                v2_ready.append(_probe(server.url + "/v2/health/ready"))
                 time.sleep(0.1)
             code = server.process.wait(timeout=shutdown_bound_s(lame_duck) + 30)
             exit_s = time.monotonic() - signalled
@@ -74,13 +76,14 @@ def sigterm_under_load(
         "bound_s": shutdown_bound_s(lame_duck),
         "readyz_during_lame_duck": sorted({status for status, _ in readyz}),
         "connection_during_lame_duck": sorted({connection for status, connection in readyz if status == 503}),
+        "v2_ready_during_lame_duck": sorted({status for status, _ in v2_ready}),
     }
 
 
-def _readyz(url: str) -> tuple[int, str]:
-    """/readyz's status and Connection header (0 and "" when no answer came)."""
+def _probe(url: str) -> tuple[int, str]:
+    """A readiness route's status and Connection header (0 and "" when no answer came)."""
     try:
-        response = httpx.get(url + "/readyz", timeout=2)
+        response = httpx.get(url, timeout=2)
     except httpx.TransportError:
         return 0, ""
     return response.status_code, response.headers.get("connection", "")

@@ -44,11 +44,6 @@ def exported(run: Path, output: Path, *extra: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def shapes_onnx(shapes_detector, tmp_path_factory, bentoml_home) -> dict:
-    return exported(shapes_detector, tmp_path_factory.mktemp("shapes_onnx") / "detector.onnx")
-
-
-@pytest.fixture(scope="module")
 def shapes_server(serve, shapes_onnx):
     """The shapes detector named by its model-store tag (the COCO test below serves a file path)."""
     tag = shapes_onnx["bento_model"]

@@ -1,21 +1,26 @@
-"""The service's parts on their own: settings from the environment, the batching adapter, the ONNX contract."""
+"""The service's parts on their own: settings, the BentoML adapter, the ONNX contract, v2 tensors, error bodies."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import inspect
+import json
+import os
 import random
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from bentoml._internal.marshal.dispatcher import Optimizer
 
 from report import readme as readme_blocks
-from service import bentoml_adapter
+from service import bentoml_adapter, v2_wire
 from service.contract import CLASSIFICATION, DETECTION, ContractError, Key, ModelMetadata
-from service.settings import Settings, markdown_table
+from service.errors import RequestRejected, normalized_error_body
+from service.settings import Settings, SettingsError, markdown_table
 from tests.helpers import REPO_ROOT
 
 
@@ -23,10 +28,19 @@ def test_settings_read_every_variable_once_and_reject_bad_values() -> None:
     settings = Settings.from_env({"RESNET_LAB_MAX_BATCH_SIZE": "8", "RESNET_LAB_ORT_SPIN": "0", "OTHER": "x"})
     assert settings.max_batch_size == 8 and settings.ort_spin is False
     assert settings.max_latency_ms == Settings().max_latency_ms  # unset: the default
-    with pytest.raises(SystemExit, match="RESNET_LAB_MAX_LATENCY_MS='soon' must be an integer"):
+    with pytest.raises(SettingsError, match="RESNET_LAB_MAX_LATENCY_MS='soon' must be an integer"):
         Settings.from_env({"RESNET_LAB_MAX_LATENCY_MS": "soon"})
-    with pytest.raises(SystemExit, match="must be 0 or 1"):
+    with pytest.raises(SettingsError, match="must be 0 or 1"):
         Settings.from_env({"RESNET_LAB_ORT_SPIN": "maybe"})
+
+
+def test_a_malformed_setting_stops_the_service_at_import_with_the_reason() -> None:
+    env = {**os.environ, "RESNET_LAB_MAX_IMAGES": "many"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import service.service"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "RESNET_LAB_MAX_IMAGES='many' must be an integer" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_readme_tables_are_generated_from_their_files() -> None:
@@ -40,14 +54,28 @@ def test_readme_tables_are_generated_from_their_files() -> None:
 
 
 def test_bentoml_internals_are_where_the_adapter_expects_them() -> None:
-    # The adapter imports BentoML's private CorkDispatcher and serde table; an upgrade that moves them fails here.
-    from _bentoml_impl.serde import ALL_SERDE
+    # service/bentoml_adapter.py relies on these BentoML details (its docstring says why); an upgrade that moves or
+    # changes one fails here, and the adapter was checked against one exact version, pinned in both build files.
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_sdk.service import openapi
     from bentoml._internal.marshal.dispatcher import CorkDispatcher
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
+    assert importlib.metadata.version("bentoml") == bentoml_adapter.BENTOML_VERSION
+    pinned = f"bentoml=={bentoml_adapter.BENTOML_VERSION}"
+    assert pinned in (REPO_ROOT / "pyproject.toml").read_text() and pinned in (REPO_ROOT / "bentofile.yaml").read_text()
     parameters = inspect.signature(CorkDispatcher).parameters
-    assert {"max_latency_in_ms", "max_batch_size", "fallback", "get_batch_size"} <= set(parameters)
-    assert bentoml_adapter.serde_for("multipart/form-data").media_type == "multipart/form-data"
-    assert "multipart/form-data" in ALL_SERDE
+    assert {"max_latency_in_ms", "max_batch_size", "fallback", "get_batch_size", "batch_dim"} <= set(parameters)
+    # the copy of TimeoutMiddleware.__call__ is 1.4.40's plus one line
+    assert "loop.call_later(self.timeout, self._set_timer_out, waiter)" in inspect.getsource(TimeoutMiddleware)
+    # an API's body is parsed by its input spec's from_http_request, and an API with a context gets its status
+    endpoint = inspect.getsource(ServiceAppFactory.api_endpoint)
+    assert "await method.input_spec.from_http_request(request, serde)" in endpoint
+    assert "response.status_code = ctx.response.status_code" in endpoint
+    # API routes come before mounted apps, and /docs.json shows a mounted FastAPI app's paths over BentoML's
+    factory = inspect.getsource(ServiceAppFactory.__call__)
+    assert factory.index("app = super().__call__()") < factory.index("PassiveMount(path, mount_app")
+    assert "**mounted_app_paths," in inspect.getsource(openapi.generate_spec).split("paths={", 1)[1]
 
 
 class Overloaded(Exception):
@@ -163,3 +191,52 @@ def test_request_timeout_timer_is_cancelled_once_answered() -> None:
     result = subprocess.run([sys.executable, "-c", TIMER_CHECK], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cancelled" in result.stdout
+
+
+def test_v2_tensors_round_trip_through_the_binary_extension() -> None:
+    pixels = np.arange(2 * 3 * 4 * 4, dtype=np.uint8).reshape(2, 3, 4, 4)
+    files = [b"abc", b"", bytes(range(256))]
+    raw_files = v2_wire.serialize_bytes(files)
+    header = json.dumps({
+        "id": "r1",
+        "inputs": [
+            {"name": "images", "shape": [2, 3, 4, 4], "datatype": "UINT8", "parameters": {"binary_data_size": 96}},
+            {"name": "nested", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, -4]]},
+            {"name": "image", "shape": [3], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw_files)}},
+        ],
+        "outputs": [{"name": "scores", "parameters": {"binary_data": True}}, {"name": "labels"}],
+    }).encode()  # fmt: skip
+    request, tensors = v2_wire.parse_request(header + pixels.tobytes() + raw_files, str(len(header)))
+    assert request.id == "r1" and [tensor.name for tensor in tensors] == ["images", "nested", "image"]
+    assert np.array_equal(tensors[0].array, pixels) and tensors[1].array.tolist() == [[1, 2], [3, -4]]
+    assert tensors[2].array.tolist() == files
+    outputs = [
+        v2_wire.Tensor("scores", "FP32", np.array([[0.5, 0.25]], dtype=np.float32)),
+        v2_wire.Tensor("labels", "BYTES", np.array([[b"cat", b"dog"]], dtype=object)),
+    ]
+    answer = v2_wire.InferenceResponse(model_name="m", model_version="1", id="r1", outputs=[])
+    body, headers = v2_wire.encode_response(answer, outputs, v2_wire.binary_outputs(request, ["scores", "labels"]))
+    length = int(headers[v2_wire.HEADER_LENGTH])
+    shown = json.loads(body[:length])
+    assert headers["content-type"] == "application/octet-stream" and shown["id"] == "r1"
+    scores, labels = shown["outputs"]
+    assert scores["parameters"] == {"binary_data_size": 8} and "data" not in scores
+    assert np.frombuffer(body[length:], dtype="<f4").tolist() == [0.5, 0.25]
+    assert labels["data"] == ["cat", "dog"] and labels["shape"] == [1, 2]
+    everything = v2_wire.InferenceRequest(inputs=request.inputs, parameters={"binary_data_output": True})
+    assert v2_wire.binary_outputs(everything, ["scores", "labels"]) == {"scores", "labels"}
+    for broken in (raw_files[:-1], raw_files[:2], b"\xff\xff\xff\xff"):
+        with pytest.raises(RequestRejected, match="BYTES"):
+            v2_wire.deserialize_bytes(broken)
+
+
+def test_every_error_body_becomes_one_sentence() -> None:
+    cases = {
+        (404, b"Not Found"): "Not Found",  # the router's plain text
+        (400, b'[{"error": "bad input"}]'): "bad input",  # BentoML's 4xx body
+        (405, b'{"detail": "Method Not Allowed"}'): "Method Not Allowed",  # FastAPI's
+        (500, b""): "Internal Server Error",
+    }
+    for (status, body), sentence in cases.items():
+        assert json.loads(normalized_error_body(status, body)) == {"error": sentence}
+    assert normalized_error_body(400, b'{"error": "already ours"}') is None

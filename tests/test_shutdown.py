@@ -63,6 +63,7 @@ def test_sigterm_under_load_answers_every_connection(bentoml_home: Path, uploads
     assert result["exit_code"] == 0 and result["exit_s"] <= result["bound_s"], result
     assert result["answered_after_sigterm"] > 0, result  # the lame duck serves
     assert 503 in result["readyz_during_lame_duck"], result  # BentoML's /readyz asked __is_ready__
+    assert 503 in result["v2_ready_during_lame_duck"], result  # and the v2 protocol's readiness says the same
     assert result["connection_during_lame_duck"] == ["close"], result
 
 

@@ -49,9 +49,9 @@ class Answering:
     """The options of the service's answer: ``top_k`` for /classify, ``score_threshold``, ``max_detections`` for
     /detect (the same defaults)."""
 
-    top_k: int = 5
-    score_threshold: float = 0.5
-    max_detections: int = 100
+    top_k: int = answers.DEFAULT_TOP_K
+    score_threshold: float = answers.DEFAULT_SCORE_THRESHOLD
+    max_detections: int = answers.DEFAULT_MAX_DETECTIONS
 
 
 def _decode_one(path: str, decoding: Decoding) -> tuple[np.ndarray, tuple[int, int]]:
