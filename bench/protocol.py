@@ -38,7 +38,8 @@ from report.bench_file import Column, write_results
 from service.auth import ApiKeys, RequireApiKey
 from service.v2_wire import serialize_bytes
 from tests.server import bentoml_serve
-from training import data_folder
+from training import cli, data_folder
+from training.errors import UsageError
 
 KEY = "bench-key-0123456789abcdef"
 COLUMNS = [
@@ -93,7 +94,7 @@ async def post_all(url: str, route: str, requests: list[Request], concurrency: i
                 ) as answer:
                     await answer.read()
                     if answer.status != 200:
-                        raise SystemExit(f"{url}{route} answered {answer.status}: {(await answer.text())[:300]}")
+                        raise RuntimeError(f"{url}{route} answered {answer.status}: {(await answer.text())[:300]}")
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             photos = [path.read_bytes() for path in data_folder.imagenet_sample_files(args.images)]
             model_file = str(make_model(name, work)[1])
         if len(photos) < args.images:
-            raise SystemExit(f"not enough photos under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA")
+            raise UsageError(f"{args.images} photos wanted, {len(photos)} found under {data_folder.data_dir()}")
         rows.append(measure(name, model_file, photos, args.rounds, work))
     notes = (
         f"medians of {args.rounds} interleaved rounds of {args.images} real photos per cell, images/s; aiohttp clients "
@@ -202,4 +203,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli.entry_point(main)

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     files = data_folder.coco_val_files(args.images)
     if not files:
-        raise UsageError(f"no COCO val2017 images under {data_folder.shared_data_dir()}; set RESNET_LAB_DATA")
+        raise UsageError(f"no COCO val2017 images under {data_folder.data_dir()}")
     pixels = [imaging.to_chw(imaging.load_rgb(path)) for path in files]
     floats = [torch.from_numpy(array).float().div_(255) for array in pixels]
     work = Path(tempfile.mkdtemp(prefix="torchvision-parity-speed-"))

@@ -167,7 +167,7 @@ def test_inputs_are_folders_globs_lists_and_uris(tmp_path) -> None:
 
 
 def test_mistakes_are_refused_before_ray_starts_and_the_command_says_them_in_one_line(tmp_path, cifar_files) -> None:
-    from service.batch.__main__ import main
+    from service.batch.command import main
     from service.batch.job import BatchError
 
     not_onnx = tmp_path / "model.onnx"

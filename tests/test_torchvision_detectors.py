@@ -146,7 +146,7 @@ def test_eager_detections_are_torchvisions(imported, arch) -> None:
         confident += int((expected["scores"] > 0.5).sum())
     detections = sum(len(output["scores"]) for output in case.expected)
     print(f"{arch}: {detections} detections on {len(case.images)} images, max |eager - torchvision| {worst:.1e}")
-    assert worst <= EAGER_TOLERANCE and confident >= 5  # real detections, not two empty outputs
+    assert worst <= EAGER_TOLERANCE and confident >= len(case.images)  # real detections, not empty outputs
 
 
 def test_the_paper_layout_would_load_silently_and_detect_otherwise(imported) -> None:

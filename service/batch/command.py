@@ -1,0 +1,122 @@
+"""``python -m service.batch``: offline classification or detection of many files on Ray, the service's answers.
+
+    python -m service.batch --input photos/ --output answers.parquet                    # a local Ray on this machine
+    python -m service.batch --model detector.onnx --input s3://bucket/photos/ --output s3://bucket/answers/ \\
+        --address auto                                                                # an existing Ray cluster
+
+One row per input file: ``path``, ``answer`` (the JSON that ``/classify`` or ``/detect`` gives for that file) and
+``error`` (null, or why the file has no answer: a bad file never stops the job). ``NAME.parquet`` is one file
+written by this process; any other ``--output`` is a folder of parts written by the cluster (on a cluster: a
+shared folder or a URI). Inputs and outputs on a cluster must be readable and writable from every node.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from service.batch.job import BATCH_SIZES, ROWS_PER_PART, Options, Summary, run
+from service.batch.workers import Answering
+from service.contract import CLASSIFICATION, DEFAULT_MODEL, DETECTION
+from service.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (defaults of the decode rule and limits from the service's ``RESNET_LAB_*`` settings)."""
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(
+        prog="python -m service.batch",
+        description=__doc__,
+        formatter_class=lambda prog: _HelpFormatter(prog, width=120),
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="exported classifier or detector (.onnx) (default: the service's embedded default classifier)",
+    )
+    parser.add_argument(
+        "--input", required=True, help="a folder, a glob, a .txt file of paths, or a pyarrow URI (s3://bucket/prefix)"
+    )
+    parser.add_argument("--output", required=True, help="NAME.parquet: one file; anything else: a folder of parts")
+    parser.add_argument(
+        "--address", default="", help="auto, HOST:PORT or ray://HOST:10001 (default: start a local Ray here)"
+    )
+    parser.add_argument(
+        "--actors",
+        type=int,
+        help="actors, each with one ORT session (default: as many as the cluster holds beside one decode task)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"images per block and per actor call (default: {BATCH_SIZES[CLASSIFICATION]} for a classifier, "
+        f"{BATCH_SIZES[DETECTION]} for a detector)",
+    )
+    parser.add_argument(
+        "--cpus-per-actor",
+        type=float,
+        default=Options.cpus_per_actor,
+        help="CPUs each actor holds (its whole CPUs, at least one, are its ORT threads)",
+    )
+    parser.add_argument(
+        "--cpus-per-task", type=float, default=Options.cpus_per_task, help="CPUs each decode task holds"
+    )
+    parser.add_argument(
+        "--gpus-per-actor", type=float, default=Options.gpus_per_actor, help="GPUs each actor holds (ORT's CUDA)"
+    )
+    parser.add_argument("--top-k", type=int, default=Answering.top_k, help="classifier: classes per answer")
+    parser.add_argument(
+        "--score-threshold", type=float, default=Answering.score_threshold, help="detector: lowest score kept"
+    )
+    parser.add_argument(
+        "--max-detections", type=int, default=Answering.max_detections, help="detector: most detections per answer"
+    )
+    parser.add_argument(
+        "--exact-decode",
+        action="store_true",
+        default=settings.exact_decode,
+        help="decode every pixel of large JPEGs (default: $RESNET_LAB_EXACT_DECODE, as the service)",
+    )
+    parser.add_argument(
+        "--max-file-bytes", type=int, default=settings.max_upload_bytes, help="larger files are error rows"
+    )
+    parser.add_argument(
+        "--max-image-pixels", type=int, default=settings.max_image_pixels, help="larger images are error rows"
+    )
+    parser.add_argument(
+        "--rows-per-part", type=int, default=ROWS_PER_PART, help="folder output: at least this many rows per part"
+    )
+    return parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown once, the description's line breaks kept (``training.cli.HelpFormatter``'s rule; ``service``
+    imports nothing else of the project)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        unset = action.default is None or action.default is False or action.default == ""
+        if unset or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def main(argv: list[str] | None = None) -> Summary:
+    """CLI: run the job, print where its rows went."""
+    args = build_parser().parse_args(argv)
+    options = Options(
+        model=args.model or DEFAULT_MODEL,
+        address=args.address,
+        actors=args.actors,
+        batch_size=args.batch_size,
+        cpus_per_actor=args.cpus_per_actor,
+        cpus_per_task=args.cpus_per_task,
+        gpus_per_actor=args.gpus_per_actor,
+        answering=Answering(args.top_k, args.score_threshold, args.max_detections),
+        exact_decode=args.exact_decode,
+        max_file_bytes=args.max_file_bytes,
+        max_image_pixels=args.max_image_pixels,
+        rows_per_part=args.rows_per_part,
+    )
+    summary = run(args.input, args.output, options)
+    print(f"wrote {summary.rows:,} rows ({summary.errors:,} errors) to {summary.output} in {summary.seconds:.1f} s")
+    return summary
