@@ -15,7 +15,7 @@ PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || tru
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; v = "$(PYTHON_VERSION)"; assert "%d.%d" % sys.version_info[:2] == v, "resnet-lab needs Python " + v'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev,detection-fast]' 2>&1 | $(PIP_QUIET)
+	$(BIN)/pip install -q -e '.[dev,detection-fast,batch]' 2>&1 | $(PIP_QUIET)
 	$(BIN)/python -c 'import torch, torchvision, onnxruntime, bentoml'
 	touch $@
 
