@@ -73,31 +73,23 @@ class DetectionRecipe:
         return replace(self, **{key: value for key, value in changes.items() if value is not None})
 
 
+# Not in the paper: the FPN neck (Lin et al., 2017) over the same backbone, for comparison.
+_FPN = DetectionRecipe(
+    name="coco_resnet50_fpn",
+    arch="resnet50",
+    design="fpn",
+    anchor_sizes=(32, 64, 128, 256, 512),
+    rpn_pre_nms_top_n_test=1000,
+    rpn_post_nms_top_n_test=1000,
+    roi_output_size=7,
+)
 RECIPES: dict[str, DetectionRecipe] = {
     "coco_resnet50_c4": DetectionRecipe(name="coco_resnet50_c4", arch="resnet50"),
     "coco_resnet101_c4": DetectionRecipe(name="coco_resnet101_c4", arch="resnet101"),
-    # Not in the paper: the FPN neck (Lin et al., 2017) over the same backbone, for comparison.
-    "coco_resnet50_fpn": DetectionRecipe(
-        name="coco_resnet50_fpn",
-        arch="resnet50",
-        design="fpn",
-        anchor_sizes=(32, 64, 128, 256, 512),
-        rpn_pre_nms_top_n_test=1000,
-        rpn_post_nms_top_n_test=1000,
-        roi_output_size=7,
-    ),
+    "coco_resnet50_fpn": _FPN,
     # torchvision's improved FPN (Li et al., 2021, "Benchmarking Detection Transfer Learning with Vision
     # Transformers"): BatchNorm in the backbone, the FPN and a four-conv + FC box head, a two-conv RPN head.
-    "coco_resnet50_fpn_v2": DetectionRecipe(
-        name="coco_resnet50_fpn_v2",
-        arch="resnet50",
-        design="fpn_v2",
-        anchor_sizes=(32, 64, 128, 256, 512),
-        rpn_pre_nms_top_n_test=1000,
-        rpn_post_nms_top_n_test=1000,
-        roi_output_size=7,
-        norm="batch",
-    ),
+    "coco_resnet50_fpn_v2": replace(_FPN, name="coco_resnet50_fpn_v2", design="fpn_v2", norm="batch"),
 }
 
 

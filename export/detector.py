@@ -85,7 +85,10 @@ def metadata_for(
 
 def verification_images(verify_dir: str | os.PathLike | None, count: int) -> list[torch.Tensor]:
     """Real uint8 ``[3, H, W]`` images, decoded by the service's loader: --verify-images, else COCO val2017."""
-    files = data_folder.image_files(verify_dir, count) if verify_dir else data_folder.coco_val_files(count)
+    try:
+        files = data_folder.image_files(verify_dir, count) if verify_dir else data_folder.coco_val_files(count)
+    except data_folder.DataMissing as missing:
+        raise UsageError(f"no images to verify the export with: pass --verify-images DIR ({missing})") from None
     if not files:
         where = verify_dir or data_folder.data_dir() / "coco" / "val2017"
         raise UsageError(f"no images to verify the export with under {where}; pass --verify-images DIR")
