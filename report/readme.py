@@ -8,6 +8,7 @@ file shown as is (``docs/examples/NAME.json``, e.g. a real answer of the shipped
 from __future__ import annotations
 
 import argparse
+import json
 import re
 
 from service.settings import markdown_table
@@ -42,7 +43,19 @@ def generate(source: str) -> str:
         raise UsageError(f"README block source {source} not found (run the benchmark that writes it)")
     if path.parent.name == "bench":
         return render(path)
-    return "```json\n" + path.read_text().strip() + "\n```"
+    return "```json\n" + compact_json(json.loads(path.read_text())) + "\n```"
+
+
+def compact_json(answer: dict) -> str:
+    """An answer as JSON with each element of its lists on one line (short enough to read in a README)."""
+    fields = []
+    for key, value in answer.items():
+        if isinstance(value, list) and value:
+            items = ",\n".join(f"  {json.dumps(item)}" for item in value)
+            fields.append(f"{json.dumps(key)}: [\n{items}\n]")
+        else:
+            fields.append(f"{json.dumps(key)}: {json.dumps(value)}")
+    return "{" + ", ".join(fields) + "}"
 
 
 def default_model_line() -> str:
