@@ -166,7 +166,7 @@ def test_inputs_are_folders_globs_lists_and_uris(tmp_path) -> None:
             inputs.list_inputs(missing)
 
 
-def test_mistakes_are_refused_before_ray_starts_and_the_command_says_them_in_one_line(tmp_path, cifar_files) -> None:
+def test_mistakes_are_refused_before_ray_starts_and_the_command_says_them_in_one_line(tmp_path, small_photos) -> None:
     from service.batch.command import main
     from service.batch.job import BatchError
 
@@ -174,7 +174,7 @@ def test_mistakes_are_refused_before_ray_starts_and_the_command_says_them_in_one
     not_onnx.write_bytes(b"not a model")
     taken = tmp_path / "taken.parquet"
     taken.write_bytes(b"an earlier job's answers")
-    photos, output = str(cifar_files[0].parent), str(tmp_path / "answers.parquet")
+    photos, output = str(small_photos[0].parent), str(tmp_path / "answers.parquet")
     cases = {
         "no such file": ["--model", str(tmp_path / "none.onnx"), "--input", photos, "--output", output],
         "ONNX Runtime cannot load it": ["--model", str(not_onnx), "--input", photos, "--output", output],
@@ -194,12 +194,12 @@ def test_mistakes_are_refused_before_ray_starts_and_the_command_says_them_in_one
     assert not Path(output).exists()
 
 
-def test_answers_equal_classify_and_bad_files_are_error_rows(ray_cluster, serve, cifar_files, imagenet_files, tmp_path):
+def test_answers_equal_classify_and_bad_files_are_error_rows(ray_cluster, serve, small_photos, photos, tmp_path):
     folder = tmp_path / "inputs"
     (folder / "imagenet").mkdir(parents=True)
-    good = [shutil.copy(path, folder) for path in cifar_files]
-    good += [shutil.copy(path, folder / "imagenet") for path in imagenet_files[:8]]
-    bad = bad_files(folder, imagenet_files[0])
+    good = [shutil.copy(path, folder) for path in small_photos]
+    good += [shutil.copy(path, folder / "imagenet") for path in photos[:8]]
+    bad = bad_files(folder, photos[0])
     (folder / ".DS_Store").write_bytes(b"hidden: not an input")
     output = tmp_path / "answers"
     args = ["--input", str(folder), "--output", str(output), "--address", ray_cluster.address, *POOL]
@@ -224,35 +224,35 @@ def test_answers_equal_classify_and_bad_files_are_error_rows(ray_cluster, serve,
     assert rows[os.path.abspath(bad["empty"])]["error"] == "empty file: it holds no bytes"
 
 
-def test_a_local_ray_answers_as_classify_with_fast_decode(resnet18_export, serve, imagenet_files, tmp_path) -> None:
+def test_a_local_ray_answers_as_classify_with_fast_decode(resnet18_export, serve, photos, tmp_path) -> None:
     # a phone-sized JPEG: its shorter side (2,100 px) is over 8x the resize (256), so both decode it at reduced scale
     folder = tmp_path / "photos"
     folder.mkdir()
-    photos = [Path(shutil.copy(path, folder)) for path in imagenet_files[8:12]]
+    copies = [Path(shutil.copy(path, folder)) for path in photos[8:12]]
     phone = folder / "phone.jpg"
-    phone.write_bytes(encode(Image.open(imagenet_files[12]).convert("RGB").resize((2100, 2800)), "JPEG", quality=90))
+    phone.write_bytes(encode(Image.open(photos[12]).convert("RGB").resize((2100, 2800)), "JPEG", quality=90))
     listing = tmp_path / "photos.txt"
-    listing.write_text("".join(f"photos/{path.name}\n" for path in [*photos, phone]))
+    listing.write_text("".join(f"photos/{path.name}\n" for path in [*copies, phone]))
     output = tmp_path / "out" / "answers.parquet"
     model = resnet18_export["output"]
     result = run_batch("--model", str(model), "--input", str(listing), "--output", str(output), "--batch-size", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Started a local Ray instance" in result.stderr
     rows = rows_of(output)
-    assert set(rows) == {os.path.abspath(path) for path in [*photos, phone]} and output.is_file()
+    assert set(rows) == {os.path.abspath(path) for path in [*copies, phone]} and output.is_file()
     with serve(model) as client:
         assert client.get("/info").json()["decode"] == "fast"
-        for path in [*photos, phone]:
+        for path in [*copies, phone]:
             status, served = classify(client, path)
             assert status == 200
             same_classification(json.loads(rows[os.path.abspath(path)]["answer"]), served)
 
 
-def test_an_actor_killed_mid_job_is_restarted_and_every_input_is_written_once(ray_cluster, cifar_files, tmp_path):
+def test_an_actor_killed_mid_job_is_restarted_and_every_input_is_written_once(ray_cluster, small_photos, tmp_path):
     folder = tmp_path / "copies"
     folder.mkdir()
     for copy in range(50):  # 1,000 small real photos: a job of 125 batches
-        for path in cifar_files:
+        for path in small_photos[:20]:
             (folder / f"{copy:02d}_{path.name}").symlink_to(path)
     output = tmp_path / "answers"
     args = ["--input", str(folder), "--output", str(output), "--address", ray_cluster.address, *POOL]
@@ -287,7 +287,7 @@ def test_an_actor_killed_mid_job_is_restarted_and_every_input_is_written_once(ra
     by_source: dict[str, set[str]] = {}
     for path, row in rows.items():
         by_source.setdefault(Path(path).name.split("_", 1)[1], set()).add(row["answer"])
-    assert len(by_source) == len(cifar_files) and all(len(answers) == 1 for answers in by_source.values())
+    assert len(by_source) == 20 and all(len(answers) == 1 for answers in by_source.values())
     parts = len(list(output.glob("*.parquet")))
     assert parts_then < parts  # the kill came in the middle: most parts were written after it
     assert not killed.is_running() and restarted is not None  # Ray started a new actor in its place

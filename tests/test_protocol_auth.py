@@ -36,7 +36,7 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_every_route_but_the_probes_needs_a_key(keyed_server: httpx.Client, cifar_files) -> None:
+def test_every_route_but_the_probes_needs_a_key(keyed_server: httpx.Client, small_photos) -> None:
     for method, path in PROTECTED:
         for headers in ({}, bearer("wrong-key"), {"Authorization": f"Basic {API_KEYS[0]}"}, bearer(API_KEYS[0][:-1])):
             response = keyed_server.request(method, path, headers=headers)
@@ -45,7 +45,7 @@ def test_every_route_but_the_probes_needs_a_key(keyed_server: httpx.Client, cifa
             assert response.headers["www-authenticate"] == "Bearer"
     for path in OPEN:
         assert keyed_server.get(path).status_code == 200, path
-    photo = {"image": ("a.jpg", cifar_files[0].read_bytes())}
+    photo = {"image": ("a.jpg", small_photos[0].read_bytes())}
     for key in API_KEYS:
         assert keyed_server.get("/info", headers=bearer(key)).json()["api_keys"] is True
         assert (
@@ -53,7 +53,7 @@ def test_every_route_but_the_probes_needs_a_key(keyed_server: httpx.Client, cifa
         )
 
 
-def test_tritonclient_sends_its_key_as_a_header(keyed_server: httpx.Client, cifar_files) -> None:
+def test_tritonclient_sends_its_key_as_a_header(keyed_server: httpx.Client, small_photos) -> None:
     client = triton.InferenceServerClient(url=str(keyed_server.base_url).removeprefix("http://").rstrip("/"))
     assert client.is_server_live() and client.is_server_ready()  # probes: no key needed
     with pytest.raises(InferenceServerException, match="missing API key") as refused:
@@ -62,7 +62,7 @@ def test_tritonclient_sends_its_key_as_a_header(keyed_server: httpx.Client, cifa
     headers = bearer(API_KEYS[1])
     assert client.get_model_metadata("cifar_resnet20", headers=headers)["name"] == "cifar_resnet20"
     tensor = triton.InferInput("image", [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([cifar_files[0].read_bytes()], dtype=object))
+    tensor.set_data_from_numpy(np.array([small_photos[0].read_bytes()], dtype=object))
     assert client.infer("cifar_resnet20", [tensor], headers=headers).as_numpy("logits").shape == (1, 10)
 
 

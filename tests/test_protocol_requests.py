@@ -22,8 +22,8 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def test_several_images_answer_in_order_each_as_alone(vision_server, cifar_files) -> None:
-    photos = [path.read_bytes() for path in cifar_files[:5]]
+def test_several_images_answer_in_order_each_as_alone(vision_server, small_photos) -> None:
+    photos = [path.read_bytes() for path in small_photos[:5]]
     alone = [vision_server.post("/classify", files={"image": ("a.jpg", p)}, data={"top_k": "3"}).json() for p in photos]
     assert all(set(answer) == {"model", "predictions"} for answer in alone)  # one image: today's shape
     sent = [photos[0], photos[1], b"not an image", photos[2], photos[3], photos[4]]
@@ -39,8 +39,8 @@ def test_several_images_answer_in_order_each_as_alone(vision_server, cifar_files
     assert refused.status_code == 400 and set(refused.json()) == {"error"}
 
 
-def test_a_json_body_with_base64_images_answers_as_the_form(vision_server, cifar_files) -> None:
-    photos = [path.read_bytes() for path in cifar_files[5:8]]
+def test_a_json_body_with_base64_images_answers_as_the_form(vision_server, small_photos) -> None:
+    photos = [path.read_bytes() for path in small_photos[5:8]]
     form = vision_server.post("/classify", files=_form(photos), data={"top_k": "2"}).json()
     body = vision_server.post("/classify", json={"images": [_b64(p) for p in photos], "top_k": 2})
     assert body.status_code == 200 and body.json() == form
@@ -70,8 +70,8 @@ def test_json_mistakes_are_a_400_that_says_what_to_send(vision_server, body: obj
         assert "application/json" in response.json()["error"]
 
 
-def test_more_images_than_the_limit_is_a_413(vision_server, cifar_files) -> None:
-    photo = cifar_files[0].read_bytes()
+def test_more_images_than_the_limit_is_a_413(vision_server, small_photos) -> None:
+    photo = small_photos[0].read_bytes()
     for count in (PROTOCOL_MAX_IMAGES + 1, PROTOCOL_MAX_IMAGES + 5):
         for route in ("/classify", "/detect"):
             response = vision_server.post(route, files=_form([photo] * count))

@@ -70,8 +70,8 @@ def test_health_and_metadata_through_tritonclient(vision_server, shapes_onnx) ->
     assert vision_server.get("/v2/health/ready").json() == {"ready": True}
 
 
-def test_binary_files_give_the_offline_logits_and_top_k(vision_server, cifar_export, cifar_files) -> None:
-    files = cifar_files[:6]
+def test_binary_files_give_the_offline_logits_and_top_k(vision_server, cifar_export, small_photos) -> None:
+    files = small_photos[:6]
     expected = offline_logits(cifar_export["output"], files)
     result = client_of(vision_server).infer(CLASSIFIER, [files_input(files)], parameters={"top_k": 3})
     logits = result.as_numpy("logits")
@@ -86,9 +86,9 @@ def test_binary_files_give_the_offline_logits_and_top_k(vision_server, cifar_exp
         np.testing.assert_allclose(scores[row], [score for _, score in best], rtol=1e-5)
 
 
-def test_uint8_pixels_in_json_and_binary_and_json_base64_files(vision_server, cifar_export, cifar_files) -> None:
+def test_uint8_pixels_in_json_and_binary_and_json_base64_files(vision_server, cifar_export, small_photos) -> None:
     client = client_of(vision_server)
-    files = cifar_files[6:10]
+    files = small_photos[6:10]
     expected = offline_logits(cifar_export["output"], files)
     pixels = np.stack([imaging.preprocess(path.read_bytes(), 32, 32) for path in files])
     for binary in (False, True):
@@ -107,8 +107,8 @@ def test_uint8_pixels_in_json_and_binary_and_json_base64_files(vision_server, ci
     assert top1 == [names[int(index)] for index in expected.argmax(1)]
 
 
-def test_plain_http_json_request(vision_server, cifar_export, cifar_files) -> None:
-    path = cifar_files[10]
+def test_plain_http_json_request(vision_server, cifar_export, small_photos) -> None:
+    path = small_photos[10]
     body = {
         "id": "plain-1",
         "parameters": {"top_k": 2},
@@ -198,8 +198,8 @@ def _files(count: int, data: bytes) -> dict:
         ("too many images", 413, f"the limit is {PROTOCOL_MAX_IMAGES}"),
     ],
 )
-def test_v2_mistakes_are_json_4xx(vision_server, cifar_files, case: str, status: int, words: str) -> None:
-    photo = cifar_files[0].read_bytes()
+def test_v2_mistakes_are_json_4xx(vision_server, small_photos, case: str, status: int, words: str) -> None:
+    photo = small_photos[0].read_bytes()
     header = json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 32, 32], "datatype": "UINT8",
                                      "parameters": {"binary_data_size": 3 * 32 * 32}}]}).encode()  # fmt: skip
     pixels = bytes(3 * 32 * 32)
@@ -238,12 +238,12 @@ def test_v2_mistakes_are_json_4xx(vision_server, cifar_files, case: str, status:
     assert set(body) == {"error"} and words in body["error"], body
 
 
-def test_tritonclient_sees_the_refusal(vision_server, cifar_files) -> None:
+def test_tritonclient_sees_the_refusal(vision_server, small_photos) -> None:
     tensor = triton.InferInput("images", [1, 3, 8, 8], "UINT8").set_data_from_numpy(np.zeros((1, 3, 8, 8), np.uint8))
     with pytest.raises(InferenceServerException, match=r"must have shape \[N, 3, 32, 32\]") as refused:
         client_of(vision_server).infer(CLASSIFIER, [tensor])
     assert refused.value.status() == "400"
-    png = encode(imaging.load_rgb(cifar_files[0]), "PNG")
+    png = encode(imaging.load_rgb(small_photos[0]), "PNG")
     assert client_of(vision_server).infer(CLASSIFIER, [files_input_bytes(png)]).as_numpy("logits").shape == (1, 10)
 
 
