@@ -1,7 +1,11 @@
 """One rank of a two-process gloo job (run by ``torch.distributed.run``): rank 1's loss is NaN at the second step.
-Prints ``rank R stopped at step S: MESSAGE`` when the detection step refuses the loss."""
+Writes ``rank R stopped at step S: MESSAGE`` to ``$NAN_RESULTS/rank{R}.txt`` when the detection step refuses the loss
+(a file per rank: the ranks' output reaches torchrun's stdout in no promised order or completeness)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,7 +38,8 @@ def main() -> None:
         try:
             step(([torch.ones(3, 4, 4)], [{}]))
         except UsageError as error:
-            print(f"rank {context.rank} stopped at step {index}: {error}", flush=True)
+            result = Path(os.environ["NAN_RESULTS"]) / f"rank{context.rank}.txt"
+            result.write_text(f"rank {context.rank} stopped at step {index}: {error}")
             break
     distributed.cleanup()
 

@@ -91,12 +91,13 @@ def test_two_process_gloo_job_averages_gradients_and_only_rank0_writes(cifar_dir
     assert differs, "rank 0's own gradients alone give the same weights: the comparison would not see a missing average"
 
 
-def test_a_loss_that_is_not_finite_on_one_rank_stops_every_rank_at_the_same_step() -> None:
+def test_a_loss_that_is_not_finite_on_one_rank_stops_every_rank_at_the_same_step(tmp_path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
                "-m", "tests.ddp_nan_worker"]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "NAN_RESULTS": str(tmp_path)}
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    stopped = sorted(line for line in result.stdout.splitlines() if " stopped at step " in line)
-    assert [line.split(":")[0] for line in stopped] == ["rank 0 stopped at step 2", "rank 1 stopped at step 2"]
+    output = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, output
+    stopped = [path.read_text() for path in sorted(tmp_path.glob("rank*.txt"))]
+    assert [line.split(":")[0] for line in stopped] == ["rank 0 stopped at step 2", "rank 1 stopped at step 2"], output
     assert all("lower --lr" in line for line in stopped)
