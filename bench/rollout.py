@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     notes = (
         f"each request a new connection posting a real CIFAR-10 test image to /classify (default model); lame duck "
         f"{args.lame_duck} s, drain timeout {drain_timeout_s()} s (the image's); haproxy checks /readyz every 0.2 s "
-        f"and retries refused connections; the SIGKILL loses at most one request per client (those in flight)"
+        f"and retries refused connections; the SIGKILL loses the requests in flight and those its dying listening "
+        f"socket still took"
     )
     write_results("rollout", COLUMNS, rows, notes)
     return rows

@@ -143,7 +143,8 @@ def rolling_restart(
 
 def sigkill_one(env: dict[str, str], bodies: list[bytes], work: Path, concurrency: int, haproxy: str) -> dict:
     """Two replicas behind haproxy under ``concurrency`` clients; one replica's processes get SIGKILL. Requests in
-    flight on it are lost (at most one per client); haproxy retries the connections refused after it."""
+    flight on it are lost, and those its dying listening socket still took; haproxy retries the connections refused
+    after it."""
     ports, servers = _two_replicas(env, work, REPO_ROOT)
     try:
         with LoadBalancer(ports, work, haproxy) as balancer:

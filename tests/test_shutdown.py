@@ -85,6 +85,9 @@ def test_sigkill_loses_at_most_the_requests_in_flight(
     concurrency = 8
     result = sigkill_one(server_env(bentoml_home, "0"), uploads, tmp_path, concurrency, haproxy)
     print(result)
-    assert result["failed"] <= concurrency, result  # one request in flight per client at most
+    # Lost: each client's request in flight at the kill, and at most one more sent while the dying processes'
+    # listening socket still took connections into its backlog (SIGKILL reaches them one at a time, and each
+    # takes a few ms to die); nothing once haproxy has taken the replica out.
+    assert result["failed"] <= 2 * concurrency, result
     assert result["failed_after_out_of_rotation"] == 0 and result["refused"] == 0, result
     assert result["answered"] >= 300, result
