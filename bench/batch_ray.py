@@ -7,7 +7,7 @@ the same N real CIFAR-10 test JPEGs (the service's loader: ResNet-18 resizes the
   the first 512 of the images);
 - the one-process loop: decode threads (one per core) overlapping one ORT session, its thread count tuned on the
   first batches (1 or one per core, the faster), answers shaped as /classify's and written to one Parquet file;
-- the Ray job of ``service.batch`` on this machine (a local Ray), in two pool shapes;
+- the Ray job of ``batch`` on this machine (a local Ray), in two pool shapes;
 - the same job on a Ray cluster of this machine: a head without CPUs and one, then two, worker nodes of one CPU
   each, every worker node pinned to its own core (``sched_setaffinity`` before it starts: its raylet, workers and
   actors inherit it), so a node is one core.
@@ -17,7 +17,7 @@ start-up is reported apart: ``ray.init`` (or starting the cluster's nodes), and 
 started, model shipped and loaded, the pipeline planned), measured as a one-batch job's seconds. A job's "images/s"
 is what it did beyond that fixed cost: (images - one batch) / (its seconds - the one-batch job's), both jobs after
 a one-batch warm-up; "all-in" is images / the job's seconds. Then the default model's job on the two-node cluster
-runs as the command (``python -m service.batch``) twice: as is, and with one actor SIGKILLed once the first part
+runs as the command (``python -m batch``) twice: as is, and with one actor SIGKILLed once the first part
 of its output is written.
 Writes ``docs/bench/batch_ray.json``.
 
@@ -47,16 +47,16 @@ import pyarrow.parquet as pq
 import ray
 from ray.cluster_utils import Cluster
 
+from batch import job
+from batch.workers import SCHEMA
+from inference import answers, imaging
+from inference.contract import DEFAULT_MODEL
+from inference.model import LoadedModel
+from inference.settings import InferenceSettings
 from report.bench_file import Column, write_results
 from report.provenance import REPO_ROOT
-from service import answers, imaging
-from service.batch import job
-from service.batch.workers import SCHEMA
-from service.contract import DEFAULT_MODEL
-from service.runtime import OnnxModel
-from service.settings import Settings
-from training import cli, data_folder
-from training.errors import UsageError
+from toolkit import cli, data_folder
+from toolkit.errors import UsageError
 
 CORES = os.cpu_count() or 1
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
@@ -98,8 +98,10 @@ def resnet18(folder: Path) -> Path:
     return make_model("resnet18", folder)[1]
 
 
-def session(model: Path, threads: int) -> OnnxModel:
-    return OnnxModel.load(model, Settings(providers="CPUExecutionProvider", ort_threads=threads))
+def session(model: Path, threads: int) -> LoadedModel:
+    return LoadedModel.load(
+        model, InferenceSettings(runtime="onnxruntime", providers="CPUExecutionProvider", threads=threads)
+    )
 
 
 def decode(path: str, metadata: Any) -> np.ndarray:
@@ -153,7 +155,7 @@ def tuned_loop(model: Path, paths: list[str], batch: int, output: Path) -> dict[
 
 
 def ray_job(model: Path, paths: list[str], options: job.Options, output: Path) -> float:
-    """Seconds of one ``service.batch`` job on the connected Ray, its rows streamed into one Parquet file here."""
+    """Seconds of one ``batch`` job on the connected Ray, its rows streamed into one Parquet file here."""
     metadata = job.read_metadata(model)
     started = time.perf_counter()
     rows = 0
@@ -208,7 +210,7 @@ def raylet_affinities(cluster: Cluster) -> list[list[int]]:
 
 
 def cli_job(cluster: Cluster, folder: Path, output: Path, kill: bool) -> dict[str, Any]:
-    """``python -m service.batch`` on the cluster's two nodes; with ``kill``, one actor SIGKILLed once the first part
+    """``python -m batch`` on the cluster's two nodes; with ``kill``, one actor SIGKILLed once the first part
     is written. The seconds, the rows, the distinct paths."""
     args = ["--input", str(folder), "--output", str(output), "--address", cluster.address, "--actors", "2"]
     args += ["--cpus-per-actor", str(NODE_SHAPE[0]), "--cpus-per-task", str(NODE_SHAPE[1]), "--rows-per-part", "64"]
@@ -216,7 +218,7 @@ def cli_job(cluster: Cluster, folder: Path, output: Path, kill: bool) -> dict[st
     started = time.perf_counter()
     found: dict[str, Any] = {}
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.batch", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", "batch", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     before: set[int] = set()
@@ -318,7 +320,7 @@ def measure(name: str, model: Path, paths: list[str], batch: int, work: Path) ->
                     what = f"one actor SIGKILLed at {done['killed_at_s']:.1f} s, a new one at {restarted}"
                 rows.append({
                     "model": name, "job_s": done["job_s"], "all_in_images_per_s": len(paths) / done["job_s"],
-                    "system": f"python -m service.batch on the 2 nodes, {what}: exit {done['returncode']}, "
+                    "system": f"python -m batch on the 2 nodes, {what}: exit {done['returncode']}, "
                     f"{done['rows']} rows, {done['distinct_paths']} distinct paths, {done['errors']} errors",
                     **{key: value for key, value in done.items() if key.endswith("_at_s")},
                 })  # fmt: skip

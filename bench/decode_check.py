@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from inference import imaging
 from report.bench_file import Column, write_results
-from service import imaging
 from tests.decode_quality import UPSCALE, answers, phone_photos, pixel_differences, upscaled_jpeg
-from training import cli, data_folder
+from toolkit import cli, data_folder
 from training.cifar10 import load_cifar10
 
 

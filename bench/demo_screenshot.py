@@ -18,8 +18,8 @@ from pathlib import Path
 
 from report.provenance import REPO_ROOT
 from tests.server import bentoml_serve
-from training import cli
-from training.errors import UsageError
+from toolkit import cli
+from toolkit.errors import UsageError
 
 OUT = REPO_ROOT / "docs" / "figures" / "demo.png"
 CHROMIUM_FLAGS = [  # what this sandbox needs; no background network, no first-run chatter

@@ -30,15 +30,15 @@ from detection.recipes import get_recipe
 from export.detector import SCORE_THRESHOLD, metadata_for
 from export.detector_graph import export_detector_onnx, onnx_ready
 from export.onnx_file import sha256_of, with_metadata, write_model
+from inference import imaging
+from inference.contract import DETECTION
+from inference.model import LoadedModel
+from inference.settings import InferenceSettings
 from report.bench_file import Column, write_results
-from service import imaging
-from service.contract import DETECTION
-from service.runtime import OnnxModel
-from service.settings import Settings
 from tests.server import bentoml_serve
-from training import cli, data_folder
+from toolkit import cli, data_folder
+from toolkit.errors import UsageError
 from training.checkpoint import save_checkpoint
-from training.errors import UsageError
 
 COCO_IDS = list(range(1, 81))  # 80 categories; random weights, so which ids does not matter
 COLUMNS = [
@@ -72,7 +72,9 @@ def random_detector(recipe_name: str, sizes: dict[str, int], folder: Path) -> tu
 @torch.no_grad()
 def eager_and_ort(model: torch.nn.Module, onnx_path: Path, images: list[np.ndarray]) -> dict[str, list[float]]:
     """Seconds per image of eager PyTorch and raw ORT, alternating image by image after one warm-up each."""
-    session = OnnxModel.load(onnx_path, Settings(providers="CPUExecutionProvider"), DETECTION)
+    session = LoadedModel.load(
+        onnx_path, InferenceSettings(runtime="onnxruntime", providers="CPUExecutionProvider"), DETECTION
+    )
     times: dict[str, list[float]] = {"eager": [], "ort": []}
     runs = {
         "eager": lambda pixels: model([torch.from_numpy(pixels).float().div_(255)]),

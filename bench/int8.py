@@ -25,12 +25,15 @@ from bench.http_load import load
 from bench.serve_load import int8_copy, make_model, raw_ort
 from export import int8
 from export.onnx_file import write_model
+from inference import imaging
+from inference.contract import DEFAULT_MODEL
+from inference.model import LoadedModel
+from inference.settings import InferenceSettings
 from report.bench_file import Column, write_results
-from service import imaging
-from service.runtime import DEFAULT_MODEL, OnnxModel
-from service.settings import Settings
 from tests.server import bentoml_serve
-from training import cli, data_folder
+from toolkit import cli, data_folder
+
+ORT_CPU = InferenceSettings(runtime="onnxruntime", providers="CPUExecutionProvider")  # ORT's own int8 kernels
 
 COLUMNS = [
     Column("model", "model"),
@@ -46,7 +49,7 @@ COLUMNS = [
 
 def cifar_top1(model: Path, pixels: np.ndarray) -> np.ndarray:
     """Top-1 class of each image (uint8 ``[N, 3, 32, 32]``)."""
-    session = OnnxModel.load(model, Settings(providers="CPUExecutionProvider"))
+    session = LoadedModel.load(model, ORT_CPU)
     return np.concatenate([session.logits(pixels[i : i + 1000]).argmax(1) for i in range(0, len(pixels), 1000)])
 
 
@@ -55,7 +58,7 @@ def default_model_rows(work: Path) -> list[dict]:
     with fp32 on all 10,000 CIFAR-10 test images."""
     fp32 = Path(DEFAULT_MODEL)
     seven_bit, _ = int8_copy(fp32, "512", work, int8.MIN_AGREEMENT, int8.MIN_TOP5)
-    metadata = OnnxModel.load(fp32, Settings(providers="CPUExecutionProvider")).metadata
+    metadata = LoadedModel.load(fp32, ORT_CPU).metadata
     calibration, described, _ = int8.image_sets(metadata, "512", None, 1)
     eight_bit = write_model(
         int8.quantize_int8(fp32.read_bytes(), [calibration], described, reduce_range=False), work / "8bit.onnx"

@@ -38,8 +38,8 @@ from report.bench_file import Column, write_results
 from service.auth import ApiKeys, RequireApiKey
 from service.v2_wire import serialize_bytes
 from tests.server import bentoml_serve
-from training import cli, data_folder
-from training.errors import UsageError
+from toolkit import cli, data_folder
+from toolkit.errors import UsageError
 
 KEY = "bench-key-0123456789abcdef"
 COLUMNS = [

@@ -15,8 +15,8 @@ import httpx
 
 from report.provenance import REPO_ROOT
 from tests.server import bentoml_serve
-from training import cli
-from training.atomic import atomic_write_text
+from toolkit import cli
+from toolkit.atomic import atomic_write_text
 
 PHOTO = REPO_ROOT / "tests" / "data" / "coco" / "val2017" / "000000119828.jpg"  # the README's curl line sends it
 TOP_K = 3

@@ -23,11 +23,11 @@ from io import BytesIO
 from pathlib import Path
 
 from report.bench_file import Column, write_results
-from service.settings import env_name
+from service.settings import Settings
 from tests.load_balancer import haproxy_binary
 from tests.rollout import rolling_restart, sigkill_one, sigterm_under_load
 from tests.server import REPO_ROOT, drain_timeout_s
-from training import cli, data_folder
+from toolkit import cli, data_folder
 
 COLUMNS = [
     Column("server", "server"),
@@ -54,7 +54,7 @@ def checkout(ref: str, folder: Path) -> Path:
 def scenarios(server: str, source: Path, args: argparse.Namespace, bodies: list[bytes], work: Path) -> list[dict]:
     """The SIGTERM and rolling-restart rows of one server (``source``: its checkout)."""
     env = {"BENTOML_HOME": str(work / "bentoml"), "RESNET_LAB_MODEL": "", "PYTHONPATH": str(source),
-           env_name("lame_duck_seconds"): str(args.lame_duck)}  # fmt: skip
+           Settings.env_name("lame_duck_seconds"): str(args.lame_duck)}  # fmt: skip
     folder = work / f"run-{len(list(work.glob('run-*')))}"
     (folder / "rolling").mkdir(parents=True)
     drained = sigterm_under_load(env, bodies, folder, args.sigterm_concurrency, warmup=200, source=source)

@@ -28,12 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.detect_speed import random_detector
 from bench.http_load import drive, load
 from bench.serve_load import make_model, upload_kinds
+from inference.model import LoadedModel
+from inference.runtimes.onnx_runtime import choose_providers
+from inference.settings import InferenceSettings
 from report.bench_file import Column, write_results
-from service.runtime import OnnxModel, choose_providers
-from service.settings import Settings
 from tests.server import LocalServer, bentoml_serve
-from training import cli, data_folder
-from training.errors import UsageError
+from toolkit import cli, data_folder
+from toolkit.errors import UsageError
 
 COLUMNS = [
     Column("system", "system"),
@@ -63,10 +64,10 @@ def require_provider(providers: list[str], wanted: str, what: str) -> None:
         )
 
 
-def raw_ort(onnx_path: Path, batches: list[int], settings: Settings, seconds: float) -> list[dict]:
+def raw_ort(onnx_path: Path, batches: list[int], settings: InferenceSettings, seconds: float) -> list[dict]:
     """Images/s of the session alone at each batch size, on the providers the settings ask for."""
-    model = OnnxModel.load(onnx_path, settings)
-    require_provider(model.providers, choose_providers(settings.providers)[0], "raw ORT")
+    model = LoadedModel.load(onnx_path, settings)
+    require_provider(model.session.providers, choose_providers(settings.providers)[0], "raw ORT")
     rows = []
     for batch in batches:
         pixels = np.random.default_rng(0).integers(0, 256, (batch, 3, 224, 224), dtype=np.uint8)
@@ -127,7 +128,7 @@ def served(onnx_path: Path, detector: Path, args: argparse.Namespace, work: Path
     """/classify at each concurrency and /detect at 1, on a real bentoml serve with the asked providers."""
     env = {"RESNET_LAB_MODEL": str(onnx_path), "RESNET_LAB_DETECTOR": str(detector), "BENTOML_HOME": str(work / "bh")}
     photos = upload_kinds(48)["imagenet"]
-    wanted = choose_providers(Settings.from_env().providers)[0]
+    wanted = choose_providers(InferenceSettings.from_env().providers)[0]
     with bentoml_serve(env, work / "serve.log") as server:
         info = httpx.get(server.url + "/info").json()
         require_provider(info["providers"], wanted, "the service's classifier")
@@ -156,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="serve-gpu-"))
     _, onnx_path = make_model("resnet50", work)
-    rows = raw_ort(onnx_path, args.batches, Settings.from_env(), args.seconds)  # first: a fallback stops it early
+    rows = raw_ort(
+        onnx_path, args.batches, InferenceSettings.from_env(), args.seconds
+    )  # first: a fallback stops it early
     _, detector = random_detector("coco_resnet50_c4", {"min_size": 800, "max_size": 1333}, work)
     classify, detect = served(onnx_path, detector, args, work)
     notes = "ResNet-50, random init; real ImageNet photos uploaded by an aiohttp client on the same machine"

@@ -44,8 +44,8 @@ from bench.http_load import load
 from report.bench_file import Column, write_results
 from tests import uploads
 from tests.server import LocalServer, bentoml_serve
-from training import cli, data_folder
-from training.errors import UsageError
+from toolkit import cli, data_folder
+from toolkit.errors import UsageError
 
 KINDS = ("imagenet", "phone", "png", "mix")
 COLUMNS = [
@@ -66,7 +66,7 @@ COLUMNS = [
 
 def upload_kinds(count: int) -> dict[str, list[bytes]]:
     """The request bodies of each kind, made from the shared real photos."""
-    from service import imaging
+    from inference import imaging
 
     files = data_folder.imagenet_sample_files(count)
     if not files:
@@ -105,17 +105,17 @@ def make_model(name: str, folder: Path) -> tuple[Path, Path]:
     }  # fmt: skip
     checkpoint = save_classifier_checkpoint(state, folder / f"{name}.pt")
     onnx_path = folder / f"{name}.onnx"
-    export_main(["--checkpoint", str(checkpoint), "--output", str(onnx_path), "--no-register"])
+    export_main(["--checkpoint", str(checkpoint), "--output", str(onnx_path)])
     return checkpoint, onnx_path
 
 
 def raw_ort(onnx_path: Path, images: list[bytes], batch: int, requests: int) -> float:
     """Images/s of the session alone on already decoded uint8 batches of ``batch``."""
-    from service.imaging import preprocess
-    from service.runtime import OnnxModel
-    from service.settings import Settings
+    from inference.imaging import preprocess
+    from inference.model import LoadedModel
+    from inference.settings import InferenceSettings
 
-    model = OnnxModel.load(onnx_path, Settings(providers="CPUExecutionProvider"))
+    model = LoadedModel.load(onnx_path, InferenceSettings(runtime="onnxruntime", providers="CPUExecutionProvider"))
     metadata = model.metadata
     pixels = np.stack([preprocess(images[i % len(images)], metadata.resize_size, metadata.crop_size)
                        for i in range(batch)])  # fmt: skip

@@ -25,8 +25,8 @@ import psutil
 
 from report.bench_file import Column, write_results
 from tests.server import LocalServer, bentoml_serve
-from training import data_folder
-from training.errors import UsageError
+from toolkit import data_folder
+from toolkit.errors import UsageError
 
 COLUMNS = [
     Column("requests", "requests", ","),

@@ -34,14 +34,14 @@ from export.detector import SCORE_THRESHOLD
 from export.detector_graph import export_detector_onnx, onnx_ready
 from export.onnx_file import write_model
 from export.torchvision_detector import state_from_torchvision
+from inference import imaging
+from inference.contract import DETECTION, INPUT_NAMES, OUTPUT_NAMES
+from inference.runtimes.onnx_runtime import open_session
+from inference.settings import InferenceSettings
 from report.bench_file import BENCH_DIR, Column, write_results
-from service import imaging
-from service.contract import DETECTION, INPUT_NAMES, OUTPUT_NAMES
-from service.runtime import open_session
-from service.settings import Settings
 from tests.torchvision_weights import calibrate_batchnorm, torchvision_reference
-from training import cli, data_folder
-from training.errors import UsageError
+from toolkit import cli, data_folder
+from toolkit.errors import UsageError
 
 ARCH = "fasterrcnn_resnet50_fpn"
 REFERENCE = "torchvision, FrozenBatchNorm eps 0 (as for its COCO file)"
@@ -88,7 +88,7 @@ def systems(state_dict: dict, work: Path, device: torch.device, providers: str) 
         onnx_path = write_model(
             export_detector_onnx(wrapper), work / f"detector-{'folded' if fold else 'unfolded'}.onnx"
         )
-        runs[name] = onnx_run(open_session(onnx_path, Settings(providers=providers)), providers)
+        runs[name] = onnx_run(open_session(onnx_path, InferenceSettings(providers=providers)), providers)
     return runs
 
 

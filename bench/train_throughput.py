@@ -31,7 +31,8 @@ from torchvision import transforms as T
 
 from models import create_model
 from report.bench_file import BENCH_DIR, Column, write_results
-from training import cifar10, cli, imagenet
+from toolkit import cli
+from training import cifar10, imagenet
 from training.steps import train_step
 
 CIFAR_MEAN, CIFAR_STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from training.atomic import atomic_write_text
-from training.errors import UsageError
+from toolkit.atomic import atomic_write_text
+from toolkit.errors import UsageError
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 BACKENDS = ("pycocotools", "faster-coco-eval")

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from service import imaging
+from inference import imaging
+from toolkit.errors import UsageError
 from training.distributed import Context
-from training.errors import UsageError
 
 
 @dataclass(frozen=True)

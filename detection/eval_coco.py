@@ -7,9 +7,11 @@
     python detection/eval_coco.py --server http://127.0.0.1:3000 --coco-root ../shared/data/coco --split val2017
     python detection/eval_coco.py --results-json detections.json --ann-file instances_val2017.json
 
-The first four read the split with the same loader and score with the same COCOeval. ``--ray`` shards the images
-of ``--onnx`` across a Ray cluster (``service.batch``: decode tasks and an actor pool of ORT sessions; without
-``--address``, a local Ray on this machine); the results are merged here and scored exactly as one process does.
+The first four read the split with the same loader and score with the same COCOeval. ``--onnx`` runs the file on
+the runtime and in the precision the server would pick (``RESNET_LAB_RUNTIME``, ``RESNET_LAB_PRECISION``).
+``--ray`` shards the images of ``--onnx`` across a Ray cluster (``batch``: decode tasks and an actor pool of
+model sessions; without ``--address``, a local Ray on this machine); the results are merged here and scored exactly
+as one process does.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from typing import Any
 from detection.checkpoint import detector_from_checkpoint, load_detection_checkpoint
 from detection.coco_eval import BACKENDS, evaluate, known_categories, load_ground_truth, read_results, write_metrics
 from detection.data import CategoryMap, CocoDetectionDataset
-from detection.inference import detect
 from detection.model import set_test_size
-from detection.served import RayOptions, detect_onnx, detect_ray, detect_server
-from service.answers import EVAL_SCORE_THRESHOLD
-from training import cli, distributed
-from training.atomic import atomic_write_text
+from detection.predict import detect
+from detection.served import detect_onnx, detect_ray, detect_server
+from detection.settings import COCO_ENV, RayOptions, add_coco_root_argument
+from inference.answers import EVAL_SCORE_THRESHOLD
+from inference.settings import InferenceSettings
+from toolkit import cli
+from toolkit.atomic import atomic_write_text
+from training import distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--onnx", type=Path, help="detector exported by `python -m export` (ONNX Runtime)")
     source.add_argument("--server", help="URL of a running service: every image goes to its POST /detect")
     source.add_argument("--results-json", help="evaluate this COCO results file instead of running a model")
-    cli.add_coco_root_argument(parser)
+    add_coco_root_argument(parser)
     parser.add_argument("--split", default="val2017", help="annotations/instances_<split>.json and <split>/")
     parser.add_argument("--ann-file", help="ground truth for --results-json")
     parser.add_argument("--output-dir", type=Path, help="where detections.json and metrics.json go")
@@ -75,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.results_json and not args.ann_file:
         parser.error("--results-json needs --ann-file (the ground-truth instances_<split>.json)")
     if not args.results_json and not args.coco_root:
-        parser.error(f"--checkpoint, --onnx and --server need --coco-root (or {cli.COCO_ENV})")
+        parser.error(f"--checkpoint, --onnx and --server need --coco-root (or {COCO_ENV})")
     if args.ray and not args.onnx:
         parser.error("--ray runs an exported detector: give --onnx FILE (python -m export writes one)")
     return args
@@ -116,11 +121,12 @@ def run_checkpoint(
 def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[int], Path]:
     """Detections of the source the command line chose over the split; (results, evaluated image ids, ann file)."""
     dataset = split(args.coco_root, args.split, args.max_eval_samples)
+    inference = InferenceSettings.from_env()  # RESNET_LAB_RUNTIME, RESNET_LAB_PRECISION, ...: as the server
     if args.onnx and args.ray:
-        options = RayOptions(args.address, args.actors, args.cpus_per_actor, args.cpus_per_task)
+        options = RayOptions(args.address, args.actors, args.cpus_per_actor, args.cpus_per_task, inference)
         results = detect_ray(args.onnx, dataset, args.score_threshold, options)
     elif args.onnx:
-        results = detect_onnx(args.onnx, dataset, args.score_threshold)
+        results = detect_onnx(args.onnx, dataset, args.score_threshold, inference)
     elif args.server:
         results = detect_server(args.server, dataset, args.score_threshold, args.concurrency)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from training.errors import UsageError
+from toolkit.errors import UsageError
 
 
 @dataclass(frozen=True)

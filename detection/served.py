@@ -1,7 +1,8 @@
-"""Detections of what is served, for COCO evaluation: an exported ONNX file in ONNX Runtime (in this process or
-sharded across a Ray cluster), or a running service.
+"""Detections of what is served, for COCO evaluation: an exported ONNX file (in this process or sharded across a Ray
+cluster, on the runtime and in the precision the server would pick: ``inference.settings.InferenceSettings``), or a
+running service.
 
-All read the split's images with the service's own loader (``service.imaging``), as the checkpoint path's
+All read the split's images with the inference core's loader (``inference.imaging``), as the checkpoint path's
 dataset does, so every path sees the same pixels. The server is asked for ``score_threshold`` 0 unless told
 otherwise: evaluation keeps every detection, and the graph's own baked-in threshold still applies.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,14 @@ import aiohttp
 from tqdm import tqdm
 
 from detection.data import CocoDetectionDataset
-from detection.inference import coco_result
-from service import imaging
-from service.answers import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS
-from service.contract import DETECTION
-from service.runtime import OnnxModel
-from service.settings import Settings
-from training.errors import UsageError
+from detection.predict import coco_result
+from detection.settings import RayOptions
+from inference import imaging
+from inference.answers import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS
+from inference.contract import DETECTION
+from inference.model import LoadedModel
+from inference.settings import InferenceSettings
+from toolkit.errors import UsageError
 
 SERVER_SCORE_THRESHOLD = 0.0  # what /detect is asked for unless told otherwise: all the graph returned
 
@@ -35,12 +36,19 @@ def image_path(dataset: CocoDetectionDataset, image_id: int) -> Path:
 
 
 def detect_onnx(
-    path: Path, dataset: CocoDetectionDataset, score_threshold: float | None = None
+    path: Path,
+    dataset: CocoDetectionDataset,
+    score_threshold: float | None = None,
+    inference: InferenceSettings | None = None,
 ) -> list[dict[str, Any]]:
-    """COCO results of an exported detector on every image of ``dataset`` (ONNX Runtime, CPU or CUDA), those scoring
-    at least ``score_threshold`` (None: ``EVAL_SCORE_THRESHOLD``)."""
+    """COCO results of an exported detector on every image of ``dataset``, those scoring at least
+    ``score_threshold`` (None: ``EVAL_SCORE_THRESHOLD``), on the runtime ``inference`` picks (None: the defaults)."""
     score_threshold = EVAL_SCORE_THRESHOLD if score_threshold is None else score_threshold
-    model = OnnxModel.load(path, Settings.from_env(), DETECTION)
+    model = LoadedModel.load(path, inference or InferenceSettings(), DETECTION)
+    runs = model.describe()
+    print(
+        f"{model.metadata.model_name}: {runs['runtime']} {runs['version']} on {runs['device']} in {runs['precision']}"
+    )
     results = []
     for image_id in tqdm(dataset.image_ids, desc="detect (onnx)", unit="image", leave=False):
         pixels = imaging.to_chw(imaging.load_rgb(image_path(dataset, image_id)))
@@ -93,23 +101,13 @@ async def _detect_server(
     return results
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide ``detect_ray`` runs (``service.batch.Options``' cluster fields)."""
-
-    address: str = ""  # empty: a new local Ray on this machine
-    actors: int | None = None  # None: as many as the cluster holds
-    cpus_per_actor: float = 1.0
-    cpus_per_task: float = 1.0
-
-
 def detect_ray(
     path: Path, dataset: CocoDetectionDataset, score_threshold: float | None = None, ray: RayOptions | None = None
 ) -> list[dict[str, Any]]:
-    """``detect_onnx``'s results, the images sharded across a Ray cluster by ``service.batch`` (decode tasks, an
+    """``detect_onnx``'s results, the images sharded across a Ray cluster by ``batch`` (decode tasks, an
     actor pool of ORT sessions) and merged here in the split's order; an image that cannot be read stops it."""
-    from service.batch import job as batch  # Ray is an optional extra: imported only here
-    from service.batch.workers import Answering
+    from batch import job as batch  # Ray is an optional extra: imported only here
+    from batch.workers import Answering
 
     score_threshold = EVAL_SCORE_THRESHOLD if score_threshold is None else score_threshold
     ray = ray or RayOptions()
@@ -120,15 +118,13 @@ def detect_ray(
         cpus_per_actor=ray.cpus_per_actor,
         cpus_per_task=ray.cpus_per_task,
         answering=Answering(score_threshold=score_threshold, max_detections=MAX_DETECTIONS),  # all it kept
+        inference=ray.inference,
     )
     paths = {image_id: str(image_path(dataset, image_id).resolve()) for image_id in dataset.image_ids}
-    try:
-        metadata = batch.read_metadata(options.model)
-        with batch.connected(options.address):
-            rows = batch.dataset(list(paths.values()), options, metadata)
-            answered = {row["path"]: row for row in rows.iter_rows()}
-    except batch.BatchError as error:
-        raise UsageError(str(error)) from None
+    metadata = batch.read_metadata(options.model)
+    with batch.connected(options.address):
+        rows = batch.dataset(list(paths.values()), options, metadata)
+        answered = {row["path"]: row for row in rows.iter_rows()}
     results = []
     for image_id, image in paths.items():
         row = answered[image]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +23,18 @@ from torch import nn
 
 from detection.checkpoint import FORMAT, detector_from_checkpoint, load_backbone, load_detection_checkpoint
 from detection.data import CocoDetectionDataset, DetectionBatches
-from detection.inference import coco_metrics
 from detection.model import build_detector, evaluating, fresh_backbone, prepare_backbone
+from detection.predict import coco_metrics
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe
 from detection.schedule import WarmupStepSchedule
-from training import cli, distributed, engine
-from training.errors import UsageError
+from detection.settings import COCO_ENV, DetectionTrainOptions, add_coco_root_argument
+from toolkit import cli
+from toolkit.errors import UsageError
+from training import distributed, engine, flags
 from training.plot import plot_losses
 from training.run_folder import RunFolder
 
 SUBSET_SEED = 0  # fixed, so --val-split holds out the same images whatever --seed is
-
-
-@dataclass(frozen=True, kw_only=True)
-class DetectionTrainOptions(cli.RunOptions):
-    """One detection run (``python -m detection.train`` flags); ``recipe_fields`` override the recipe's."""
-
-    coco_root: Path
-    recipe: str = "coco_resnet50_c4"
-    backbone_checkpoint: Path | None = None  # a classification checkpoint of training.train; or from_scratch
-    from_scratch: bool = False
-    recipe_fields: dict[str, Any] = field(default_factory=dict)
-
-    def recorded(self) -> dict[str, Any]:
-        """As ``RunOptions.recorded``; the recipe itself, fields included, is in the checkpoint already."""
-        return {name: value for name, value in super().recorded().items() if name != "recipe_fields"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,29 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--recipe", choices=sorted(RECIPES), help=f"detection recipe (default: {DetectionTrainOptions.recipe})"
     )
-    cli.add_coco_root_argument(parser)
+    add_coco_root_argument(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--backbone-checkpoint", help="classification checkpoint written by training.train")
     source.add_argument(
         "--from-scratch", action="store_true", default=None, help="random backbone (--arch or the recipe's)"
     )
-    cli.add_run_arguments(parser)
+    flags.add_run_arguments(parser)
     # --batch-size and --lr are the shared run flags: the recipe's base_lr is the lr at base_batch_size, scaled
     # linearly to the batch unless --lr sets the lr itself
-    cli.add_recipe_arguments(parser, DetectionRecipe, skip=("name", "batch_size", "base_lr"))
+    flags.add_recipe_arguments(parser, DetectionRecipe, skip=("name", "batch_size", "base_lr"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI: parse the flags (``--resume`` alone takes the rest from the run folder), train; the last metrics row."""
     args = build_parser().parse_args(argv)
-    args.recipe_fields = cli.recipe_overrides(args, DetectionRecipe)
+    args.recipe_fields = flags.recipe_overrides(args, DetectionRecipe)
     if not args.coco_root and not args.resume:
         raise UsageError(
-            f"--coco-root is required (the folder holding annotations/ and the split folders), or set {cli.COCO_ENV}"
+            f"--coco-root is required (the folder holding annotations/ and the split folders), or set {COCO_ENV}"
         )
     recorded = engine.recorded_options(args.output_dir, load_detection_checkpoint) if args.resume else None
-    return train(cli.options_from_args(DetectionTrainOptions, args, recorded))
+    return train(flags.options_from_args(DetectionTrainOptions, args, recorded))
 
 
 def train(options: DetectionTrainOptions) -> dict[str, Any]:
@@ -97,7 +83,7 @@ def train(options: DetectionTrainOptions) -> dict[str, Any]:
 
 def _train(options: DetectionTrainOptions, context: distributed.Context) -> dict[str, Any]:
     run = RunFolder(options.output_dir)
-    resumed, overrides = engine.start(options, run, load_detection_checkpoint)
+    resumed, overrides = engine.start(options, options.recipe, run, load_detection_checkpoint)
     recipe = _recipe(options, resumed)
     engine.seed_process(overrides.get("seed", 0), context)
     train_set, val_set, test_set = _datasets(options.coco_root, recipe, overrides, options.max_eval_samples)

@@ -26,10 +26,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models import create_model, model_info
-from models.preprocess import NormalizedClassifier
-from service import imaging
-from service.contract import (
+from inference import imaging, weights
+from inference.contract import (
     CLASSIFICATION,
     FP32,
     INPUT_NAMES,
@@ -38,15 +36,20 @@ from service.contract import (
     Key,
     ModelMetadata,
 )
-from training import data_folder, imagenet
+from models import create_model, model_info
+from models.preprocess import NormalizedClassifier
+from toolkit import data_folder
+from toolkit.errors import UsageError
+from training import imagenet
 from training.checkpoint import read_torch_state
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
-from training.errors import UsageError
 
 from .int8 import Int8Options, quantized_and_verified
 from .onnx_file import Destination, Verification, sha256_of, to_jsonable, with_metadata, write_and_register
+from .precision_check import bf16_checked, bf16_summary
 
 OPSET = 18
+BF16_IMAGES = 256  # real images bf16's answers are compared with fp32's on (fewer where fewer are there)
 (LOGITS,) = OUTPUT_NAMES[CLASSIFICATION]
 IMAGES = INPUT_NAMES[CLASSIFICATION]
 DETECTOR_KEY_PREFIXES = ("backbone.", "rpn.", "roi_heads.")  # a torchvision detector's state dict
@@ -64,9 +67,13 @@ class ExportSpec:
     source_sha256: str
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: list[Any] = field(default_factory=list)
+    weights: dict[str, Any] | None = None  # the published file it comes from (``inference.weights``)
 
     def metadata(self) -> ModelMetadata:
-        """What the file will carry (``service.contract``)."""
+        """What the file will carry (``inference.contract``)."""
+        extra = {Key.RECIPE: json.dumps(self.recipe), Key.METRICS: json.dumps(self.metrics)}
+        if self.weights is not None:
+            extra[Key.WEIGHTS] = json.dumps(self.weights)
         return ModelMetadata(
             task=CLASSIFICATION,
             model_name=self.model_name,
@@ -74,7 +81,7 @@ class ExportSpec:
             labels=self.labels,
             resize_size=self.resize_size,
             crop_size=self.crop_size,
-            extra={Key.RECIPE: json.dumps(self.recipe), Key.METRICS: json.dumps(self.metrics)},
+            extra=extra,
         )
 
 
@@ -106,9 +113,13 @@ def spec_from_torchvision(
     resize_size: int | None = None,
     crop_size: int | None = None,
 ) -> ExportSpec:
-    """torchvision ImageNet weights in the v1.5 layout. Eval transform: resize ``resize_size`` (default 256; 232
-    for the V2 weights) and centre crop ``crop_size`` (default 224), as torchvision's weights document them."""
+    """torchvision ImageNet weights in the v1.5 layout. Eval transform: resize ``resize_size`` and centre crop
+    ``crop_size``; None: what torchvision documents for a published file (``inference.weights``: 232 for the V2
+    files), else 256 and 224."""
     path = Path(path)
+    published = weights.find(path)
+    if published is not None and published.arch != arch:
+        published = None  # the file named like one model, told to be another: nothing of the table applies
     if not path.is_file():
         raise UsageError(f"state dict not found: {path}")
     try:
@@ -135,14 +146,16 @@ def spec_from_torchvision(
     if len(labels) != model.fc.out_features:
         raise UsageError(f"{classes_file} has {len(labels)} classes but {arch} has {model.fc.out_features} outputs")
     inputs = info.inputs
-    resize_size, crop_size = resize_size or inputs.resize_size, crop_size or inputs.crop_size
+    resize_size = resize_size or (published.resize_size if published else inputs.resize_size)
+    crop_size = crop_size or (published.crop_size if published else inputs.crop_size)
+    sha256 = sha256_of(path)
     return ExportSpec(
         classifier=NormalizedClassifier(model, torch.tensor(inputs.mean), torch.tensor(inputs.std)),
         model_name=arch,
         labels=labels,
         resize_size=resize_size,
         crop_size=crop_size,
-        source_sha256=sha256_of(path),
+        source_sha256=sha256,
         recipe={
             "source": "torchvision state dict",
             "file": path.name,
@@ -150,34 +163,28 @@ def spec_from_torchvision(
             "eval_transform": f"resize {resize_size} (bilinear), centre crop {crop_size}",
         },
         metrics=[],
+        weights=published.record(sha256) if published else None,
     )
 
 
-def verification_images(spec: ExportSpec, verify_dir: str | os.PathLike | None, count: int) -> list[Image.Image]:
-    """Real RGB images to compare the runtimes on: --verify-images, else shared ImageNet or CIFAR-10 samples."""
+def verification_images(
+    spec: ExportSpec, verify_dir: str | os.PathLike | None, count: int
+) -> tuple[list[Image.Image], str]:
+    """Real RGB images to compare the runtimes on, and where they came from: --verify-images, else the data
+    folder's CIFAR-10 test images (a CIFAR-sized model) or ImageNet photos, else the photos shipped in tests/data."""
     if verify_dir is not None:
         files = data_folder.image_files(verify_dir, count)
         if not files:
             raise UsageError(f"no images (*.jpg, *.png, ...) under --verify-images {verify_dir}")
-        return [imaging.load_rgb(path) for path in files]
-    imagenet_like = len(spec.labels) == 1000 or spec.crop_size > 64
-    finders = [
-        lambda: data_folder.imagenet_sample_files(count),
-        lambda: [data for data, _ in data_folder.cifar_images(count)],
-    ]
-    problems = []
-    for find in finders if imagenet_like else finders[::-1]:
+        return [imaging.load_rgb(path) for path in files], f"{len(files)} images of {verify_dir}"
+    if len(spec.labels) != 1000 and spec.crop_size <= 64:
         try:
-            sources = find()
-            break
-        except data_folder.DataMissing as missing:
-            problems.append(str(missing))
-    else:
-        raise UsageError(
-            "no real images to verify the export with: pass --verify-images DIR (a folder of photos of the kind the "
-            f"model classifies); looked for: {'; '.join(problems)}"
-        )
-    return [imaging.load_rgb(source) for source in sources]
+            sources = [data for data, _ in data_folder.cifar_images(count)]
+            return [imaging.load_rgb(data) for data in sources], f"{len(sources)} CIFAR-10 test images"
+        except data_folder.DataMissing:
+            pass
+    files, where = data_folder.real_photos("imagenet_samples", count)
+    return [imaging.load_rgb(path) for path in files], where
 
 
 def image_batch(images: Sequence[Image.Image], resize_size: int, crop_size: int) -> torch.Tensor:
@@ -258,15 +265,20 @@ def export_classifier(
     verification: Verification | None = None,
     int8: Int8Options | None = None,
 ) -> dict[str, Any]:
-    """Export, verify on real images (with ``int8``, quantize and verify again), write atomically, register;
-    returns a small report. ``verification`` None: ``Verification()``."""
+    """Export, verify on real images (with ``int8``, quantize and verify again; else record bf16's answers against
+    fp32's where this CPU has bf16 units), write atomically, register if asked; returns a small report.
+    ``verification`` None: ``Verification()``."""
     verification = verification or Verification()
     metadata = spec.metadata()
-    model_bytes = with_metadata(export_onnx_bytes(spec.classifier, spec.crop_size), metadata)
-    images = verification_images(spec, verification.images, verification.count)
-    report: dict[str, Any] = {
-        "verify": verify(model_bytes, spec.classifier, image_batch(images, spec.resize_size, spec.crop_size))
-    }
+    model_bytes = export_onnx_bytes(spec.classifier, spec.crop_size)
+    images, images_from = verification_images(spec, verification.images, verification.count)
+    batch = image_batch(images, spec.resize_size, spec.crop_size)
+    report: dict[str, Any] = {"verify": {**verify(model_bytes, spec.classifier, batch), "images_from": images_from}}
+    if int8 is None:
+        checks, checks_from = verification_images(spec, verification.images, max(BF16_IMAGES, verification.count))
+        pixels = image_batch(checks, spec.resize_size, spec.crop_size).numpy()
+        metadata, report["bf16_check"] = bf16_checked(model_bytes, metadata, pixels, checks_from)
+    model_bytes = with_metadata(model_bytes, metadata)
     if int8 is not None:
         model_bytes, report["verify_int8"] = quantized_and_verified(model_bytes, int8)
         metadata = ModelMetadata.from_props(metadata_props(model_bytes))
@@ -288,8 +300,10 @@ def summary(spec: ExportSpec, report: dict[str, Any]) -> str:
     lines = [
         f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB, {report['precision']}, {spec.model_name}, "
         f"{len(spec.labels)} classes, resize {spec.resize_size} crop {spec.crop_size}); ORT vs PyTorch on "
-        f"{check['images']} real images: max |diff| {check['max_abs_diff']:.2e} <= {check['tolerance']:.2e}, same top-1"
+        f"{check['images_from']}: max |diff| {check['max_abs_diff']:.2e} <= {check['tolerance']:.2e}, same top-1"
     ]
+    if "bf16_check" in report:
+        lines.append(bf16_summary(report["bf16_check"], CLASSIFICATION))
     if "verify_int8" in report:
         agreement = report["verify_int8"]
         lines.append(

@@ -5,10 +5,13 @@ A checkpoint's own ``format`` says whether it is a classifier (``export.classifi
 
     python -m export --checkpoint runs/r20/checkpoints/last.pt --output model.onnx
     python -m export --checkpoint runs/det/checkpoints/last.pt --output detector.onnx
-    python -m export --torchvision-state-dict resnet50-11ad3fa6.pth --arch resnet50 --resize-size 232 \\
-        --output resnet50.onnx
-    python -m export --torchvision-state-dict fasterrcnn_resnet50_fpn_coco-258fb6c6.pth \\
-        --arch fasterrcnn_resnet50_fpn --output detector.onnx
+    python -m export --torchvision-state-dict resnet50-11ad3fa6.pth --output resnet50.onnx
+    python -m export --torchvision-state-dict fasterrcnn_resnet50_fpn_coco-258fb6c6.pth --output detector.onnx
+    python -m export --torchvision-state-dict my-finetuned.pth --arch resnet50 --output mine.onnx
+
+A published torchvision file is known by its name (``inference.weights``): its architecture and eval transform come
+from there, and the exported file names it. The file is written to ``--output`` only; ``--register`` also adds it to
+the machine-wide BentoML model store.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from export.int8 import Int8Options
 from export.int8 import add_arguments as add_int8_arguments
 from export.onnx_file import VERIFY_COUNT, Destination, Verification
 from export.torchvision_detector import is_torchvision_detector, state_from_torchvision
+from inference import weights
+from inference.contract import BENTO_MODEL_NAMES, CLASSIFICATION, DETECTION, INT8
 from models import list_models
-from service.contract import BENTO_MODEL_NAMES, CLASSIFICATION, DETECTION, INT8
-from training import cli
-from training.errors import UsageError
+from toolkit import cli
+from toolkit.errors import UsageError
 
-DEFAULT_ARCH = "resnet50"
 CLASSIFIER_FLAGS = {"classes": "--classes", "resize_size": "--resize-size", "crop_size": "--crop-size",
                     "quantize": "--quantize"}  # fmt: skip
 DETECTOR_FLAGS = {"score_threshold": "--score-threshold", "min_size_test": "--min-size-test",
@@ -60,20 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument(
         "--arch",
         help=f"what --torchvision-state-dict holds: {imagenet} (a classifier) or {', '.join(TORCHVISION_RECIPES)} "
-        f"(a detector) (default: {DEFAULT_ARCH})",
+        "(a detector) (default: the published file's, known by its name; another file needs it)",
     )
     output = parser.add_argument_group("output and verification (both kinds)")
     output.add_argument("--output", required=True, type=Path, help="where to write the .onnx file")
     output.add_argument(
         "--verify-images",
         type=Path,
-        help="folder of real images for the ORT-vs-PyTorch check (default: the shared ImageNet or CIFAR-10 samples "
-        "for a classifier, the shared COCO val2017 images for a detector)",
+        help="folder of real images for the ORT-vs-PyTorch check (default: the data folder's ImageNet or CIFAR-10 "
+        "images for a classifier, its COCO val2017 photos for a detector; without one, the photos in tests/data)",
     )
     output.add_argument("--verify-count", type=int, default=VERIFY_COUNT, help="how many real images to verify on")
-    output.add_argument("--no-register", action="store_true", help="skip the BentoML model store")
+    output.add_argument(
+        "--register", action="store_true", help="also add the file to the BentoML model store ($BENTOML_HOME)"
+    )
     names = " or ".join(BENTO_MODEL_NAMES[task] for task in (CLASSIFICATION, DETECTION))
-    output.add_argument("--bento-name", help=f"name in the model store (default: {names}, by the model's task)")
+    output.add_argument(
+        "--bento-name", help=f"name in the model store, with --register (default: {names}, by the model's task)"
+    )
     classify = parser.add_argument_group("classifier")
     classify.add_argument(
         "--classes",
@@ -85,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resize-size",
         type=int,
         help="shorter side before the centre crop, written into the file for the service (default: the checkpoint's; "
-        "256 for torchvision weights, whose V2 files want 232)",
+        "for torchvision weights the published file's, 232 for the V2 files, else 256)",
     )
     classify.add_argument(
         "--crop-size", type=int, help="the graph's input side (default: the checkpoint's; 224 for torchvision weights)"
@@ -108,13 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def torchvision_arch(args: argparse.Namespace) -> str:
+    """``--arch``, else the architecture of the published file ``--torchvision-state-dict`` names."""
+    if args.arch:
+        return args.arch
+    published = weights.find(args.torchvision_state_dict)
+    if published is None:
+        known = ", ".join(entry.file for entry in weights.WEIGHTS[:3])
+        raise UsageError(
+            f"{args.torchvision_state_dict.name} is not a published torchvision file known by name ({known}, ...; "
+            "docs/pretrained.md lists them): pass --arch"
+        )
+    return published.arch
+
+
 def task_of(args: argparse.Namespace) -> str:
-    """Which exporter runs: a checkpoint's format decides, torchvision weights go by ``--arch``."""
+    """Which exporter runs: a checkpoint's format decides, torchvision weights go by their architecture."""
     if args.checkpoint is not None:
         if args.arch is not None:
             raise UsageError("--arch applies to --torchvision-state-dict; a checkpoint names its own architecture")
         return DETECTION if detector.is_detection_checkpoint(args.checkpoint) else CLASSIFICATION
-    return DETECTION if is_torchvision_detector(args.arch or DEFAULT_ARCH) else CLASSIFICATION
+    return DETECTION if is_torchvision_detector(torchvision_arch(args)) else CLASSIFICATION
 
 
 def refuse_other_kinds_flags(args: argparse.Namespace, task: str) -> None:
@@ -138,7 +159,7 @@ def classifier_route(args: argparse.Namespace, destination: Destination, verific
         spec = dataclasses.replace(spec, resize_size=resize, crop_size=crop)
     else:
         spec = classifier.spec_from_torchvision(
-            args.torchvision_state_dict, args.arch or DEFAULT_ARCH, args.classes, args.resize_size, args.crop_size
+            args.torchvision_state_dict, torchvision_arch(args), args.classes, args.resize_size, args.crop_size
         )
     int8 = Int8Options.from_args(args) if args.quantize == INT8 else None
     report = classifier.export_classifier(spec, destination, verification, int8)
@@ -151,7 +172,8 @@ def detector_route(args: argparse.Namespace, destination: Destination, verificat
     if args.checkpoint is not None:
         source, state = args.checkpoint, load_detection_checkpoint(args.checkpoint)
     else:
-        source, state = args.torchvision_state_dict, state_from_torchvision(args.torchvision_state_dict, args.arch)
+        source = args.torchvision_state_dict
+        state = state_from_torchvision(source, torchvision_arch(args))
     options = detector.DetectorOptions(
         score_threshold=detector.SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold,
         min_size_test=args.min_size_test,
@@ -169,7 +191,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     task = task_of(args)
     refuse_other_kinds_flags(args, task)
     torch.set_flush_denormal(True)
-    destination = Destination(args.output, register=not args.no_register, bento_name=args.bento_name)
+    if args.bento_name and not args.register:
+        raise UsageError("--bento-name names the file in the model store: give it with --register")
+    destination = Destination(args.output, register=args.register, bento_name=args.bento_name)
     verification = Verification(args.verify_images, args.verify_count)
     route = detector_route if task == DETECTION else classifier_route
     report = route(args, destination, verification)

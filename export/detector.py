@@ -5,9 +5,10 @@ The graph takes ``image``: one uint8 RGB ``[3, H, W]`` of any size (the decoded 
 (x1, y1, x2, y2 in the input's pixels), ``scores`` and ``labels`` (COCO category ids); resizing to the recipe's test
 scale, normalisation, RPN, RoI heads and NMS are inside (``export.detector_graph``), with each BatchNorm folded into
 the convolution before it. Metadata (``task=detection``, categories, test scale, score threshold, NMS settings,
-detection cap, recipe, metrics, source hash; ``service.contract``) rides in ``metadata_props``. Before anything is
-written, ONNX Runtime is checked against PyTorch on real COCO images; a mismatch raises without writing. The file is
-then registered in the BentoML model store.
+detection cap, recipe, metrics, source hash; ``inference.contract``) rides in ``metadata_props``. Before anything is
+written, ONNX Runtime is checked against PyTorch on real COCO images (a mismatch raises without writing) and, where
+the CPU has bf16 units, OpenVINO's bf16 answers against fp32's (recorded in the file: ``inference.precision``). With
+``Destination.register`` the file is then added to the BentoML model store.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from detection.recipes import DetectionRecipe
 from export.detector_graph import export_detector_onnx, onnx_ready
 from export.detector_parity import check_onnx_parity
 from export.onnx_file import Destination, Verification, sha256_of, to_jsonable, with_metadata, write_and_register
-from service import imaging
-from service.answers import EVAL_SCORE_THRESHOLD
-from service.contract import DETECTION, Key, ModelMetadata
-from training import data_folder
-from training.errors import UsageError
+from export.precision_check import bf16_checked, bf16_summary
+from inference import imaging
+from inference.answers import EVAL_SCORE_THRESHOLD
+from inference.contract import DETECTION, Key, ModelMetadata
+from toolkit import data_folder
+from toolkit.errors import UsageError
 
 SCORE_THRESHOLD = EVAL_SCORE_THRESHOLD  # what COCO evaluation keeps; the service filters further
 
@@ -79,20 +81,23 @@ def metadata_for(
         Key.RECIPE: json.dumps(recipe.to_dict()),
         Key.METRICS: json.dumps(to_jsonable(state.get("metrics") or [])),
     }
+    if state.get("weights"):
+        extra[Key.WEIGHTS] = json.dumps(state["weights"])
     name = f"faster_rcnn_{state['arch']}_{recipe.design}"
     return ModelMetadata(DETECTION, name, source_sha256, categories=categories, extra=extra)
 
 
-def verification_images(verify_dir: str | os.PathLike | None, count: int) -> list[torch.Tensor]:
-    """Real uint8 ``[3, H, W]`` images, decoded by the service's loader: --verify-images, else COCO val2017."""
-    try:
-        files = data_folder.image_files(verify_dir, count) if verify_dir else data_folder.coco_val_files(count)
-    except data_folder.DataMissing as missing:
-        raise UsageError(f"no images to verify the export with: pass --verify-images DIR ({missing})") from None
-    if not files:
-        where = verify_dir or data_folder.data_dir() / "coco" / "val2017"
-        raise UsageError(f"no images to verify the export with under {where}; pass --verify-images DIR")
-    return [torch.from_numpy(imaging.to_chw(imaging.load_rgb(path))) for path in files]
+def verification_images(verify_dir: str | os.PathLike | None, count: int) -> tuple[list[torch.Tensor], str]:
+    """Real uint8 ``[3, H, W]`` images, decoded by the core's loader, and where they came from: --verify-images,
+    else the data folder's COCO val2017 photos, else the photos shipped in tests/data."""
+    if verify_dir:
+        files, where = data_folder.image_files(verify_dir, count), f"images of {verify_dir}"
+        if not files:
+            raise UsageError(f"no images to verify the export with under {verify_dir}; pass --verify-images DIR")
+        where = f"{len(files)} {where}"
+    else:
+        files, where = data_folder.real_photos("coco_val", count)
+    return [torch.from_numpy(imaging.to_chw(imaging.load_rgb(path))) for path in files], where
 
 
 def verify(model_bytes: bytes, wrapper: torch.nn.Module, images: list[torch.Tensor]) -> dict[str, Any]:
@@ -136,16 +141,19 @@ def export_detector(
     category_ids = [int(value) for value in state["category_ids"]]
     metadata = metadata_for(state, model, recipe, sha256_of(source), options.score_threshold, sizes)
     wrapper = onnx_ready(model, recipe, category_ids, options.score_threshold, **sizes, fold=options.fold_batchnorm)
-    model_bytes = with_metadata(export_detector_onnx(wrapper), metadata)
-    check = verify(model_bytes, wrapper, verification_images(verification.images, verification.count))
-    return {"verify": check, **write_and_register(model_bytes, metadata, destination)}
+    model_bytes = export_detector_onnx(wrapper)
+    images, images_from = verification_images(verification.images, verification.count)
+    check = {**verify(model_bytes, wrapper, images), "images_from": images_from}
+    metadata, bf16 = bf16_checked(model_bytes, metadata, [image.numpy() for image in images], images_from)
+    model_bytes = with_metadata(model_bytes, metadata)
+    return {"verify": check, "bf16_check": bf16, **write_and_register(model_bytes, metadata, destination)}
 
 
 def summary(report: dict[str, Any]) -> str:
     """What ``python -m export`` prints after a detector export."""
     check = report["verify"]
     lines = [
-        f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB); ORT vs PyTorch on {check['images']} real images: "
+        f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB); ORT vs PyTorch on {check['images_from']}: "
         f"{check['detections']} detections matched (IoU >= {check['min_iou']:.5f}, |score diff| <= "
         f"{check['max_score_diff']:.1e}; on one side only: {check['borderline']} at a threshold, "
         f"{check['unmatched']} others)"
@@ -155,4 +163,5 @@ def summary(report: dict[str, Any]) -> str:
             "note: no detection scored above 0.05 on these images, so only empty outputs were compared; "
             "pass --verify-images DIR with images the detector finds objects in"
         )
+    lines.append(bf16_summary(report["bf16_check"], DETECTION))
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 Exported with the TorchScript tracer (``dynamo=False``, opset 17), the way torchvision's own ONNX tests export
 Faster R-CNN. Inside the graph: uint8 -> float in [0, 1] (as ``detection.data.test_transforms``), the detector's
-GeneralizedRCNNTransform (test-scale resize in PyTorch's own bilinear coordinates, normalise, pad), RPN, RoI heads
+GeneralizedRCNNTransform (torchvision's test-scale size and PyTorch's own bilinear coordinates, in exact 32-bit
+integer arithmetic; normalise, pad), RPN, RoI heads
 with NMS, boxes mapped back to input pixels, and contiguous label -> COCO category id. The score threshold,
 detections per image and test scale are constants chosen at export.
 """
@@ -21,54 +22,42 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from detection.model import fold_batchnorm, set_test_size
 from detection.recipes import DetectionRecipe
-from service.answers import EVAL_SCORE_THRESHOLD
-from service.contract import DETECTION, INPUT_NAMES, OUTPUT_NAMES
+from export import exact_resize
+from inference.answers import EVAL_SCORE_THRESHOLD
+from inference.contract import DETECTION, INPUT_NAMES, OUTPUT_NAMES
 
 IMAGE = INPUT_NAMES[DETECTION]
 OUTPUTS = list(OUTPUT_NAMES[DETECTION])
 
 
-class Float64SizeTransform(GeneralizedRCNNTransform):
-    """GeneralizedRCNNTransform whose traced resize computes the output size in float64, as eager Python does, and
-    interpolates as PyTorch's CPU kernel does (``bilinear_as_pytorch``)."""
+class ExactResizeTransform(GeneralizedRCNNTransform):
+    """GeneralizedRCNNTransform whose traced resize gives torchvision's size (Python's float64 arithmetic) and
+    PyTorch's CPU bilinear interpolation exactly, in 32-bit integer arithmetic (``export.exact_resize``): the same
+    numbers in ONNX Runtime and in OpenVINO, which has neither float64 nor 64-bit integers on the CPU."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.size_tables = exact_resize.size_tables(self.min_size[-1]) + exact_resize.size_tables(self.max_size)
 
     def resize(
         self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-        """Eager: torchvision's resize. Traced: floor(side * min(min_size / short, max_size / long)) in float64."""
+        """Eager: torchvision's resize. Traced: ``export.exact_resize``."""
         if self.training or not torch.jit.is_tracing():
             return super().resize(image, target)
-        side = torch.onnx.operators.shape_as_tensor(image)[-2:].to(torch.float64)
-        # 1-d float64 tensors only: the exporter casts Python floats and 0-d tensors to float32
-        limits = torch.tensor([self.min_size[-1], self.max_size], dtype=torch.float64)
-        extremes = torch.cat([side.amin(0, keepdim=True), side.amax(0, keepdim=True)])  # [short, long]
-        scale = (limits / extremes).amin(0, keepdim=True)
-        size = torch.floor(side * scale).to(torch.int64)
-        return bilinear_as_pytorch(image, size), target
+        # sides beyond 2^15 - 1 px would overflow the 32-bit arithmetic: such strips are sized as if that long
+        sides = torch.onnx.operators.shape_as_tensor(image)[-2:].to(torch.int32).clamp(max=(1 << 15) - 1)
+        size = exact_resize.float64_size(sides, self.min_size[-1], self.max_size, self.size_tables)
+        return bilinear_as_pytorch(image, sides, size), target
 
 
-def source_pixels(input_size: torch.Tensor, output_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per output pixel of one axis: the two input pixels and their weights as PyTorch's CPU bilinear kernel computes
-    them: ``ratio * (dst + 0.5) - 0.5`` in float32 with ``ratio = in / out``, clamped; its product and difference
-    fused into one rounding (an FMA), which float64 gives exactly here (two float32 factors multiply exactly)."""
-    ratio = input_size.to(torch.float32) / output_size.to(torch.float32)
-    centre = torch.arange(output_size[0], dtype=torch.float32) + 0.5
-    half = torch.tensor([0.5], dtype=torch.float64)  # 1-d: the exporter casts 0-d tensors to float32
-    real = (ratio.to(torch.float64) * centre.to(torch.float64) - half).to(torch.float32).clamp(min=0)
-    last = input_size - 1
-    first = torch.min(real.floor().to(torch.int64), last)
-    weight = (real - first.to(torch.float32)).clamp(0, 1)
-    return first, torch.min(first + 1, last), 1 - weight, weight
-
-
-def bilinear_as_pytorch(image: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+def bilinear_as_pytorch(image: torch.Tensor, sides: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
     """``F.interpolate(image[None], size, mode="bilinear", align_corners=False)[0]`` for ``[C, H, W]`` in plain
-    gathers and lerps. ONNX's Resize computes the source coordinate as ``(dst + 0.5) / scale - 0.5``, which differs
-    from PyTorch's in the last bits: up to 2e-4 in normalised pixels at 800 px, enough to move the scores of a
-    sensitive detector by 6e-3; these ops give PyTorch's coordinates and weights exactly."""
-    shape = torch.onnx.operators.shape_as_tensor(image)
-    top, bottom, top_weight, bottom_weight = source_pixels(shape[1:2], size[0:1])
-    left, right, left_weight, right_weight = source_pixels(shape[2:3], size[1:2])
+    gathers and lerps, the source pixels and weights PyTorch's CPU kernel computes (``exact_resize``). ONNX's Resize
+    computes the source coordinate as ``(dst + 0.5) / scale - 0.5``, which differs from PyTorch's in the last bits:
+    up to 2e-4 in normalised pixels at 800 px, enough to move the scores of a sensitive detector by 6e-3."""
+    top, bottom, top_weight, bottom_weight = exact_resize.source_pixels(sides[0:1], size[0:1])
+    left, right, left_weight, right_weight = exact_resize.source_pixels(sides[1:2], size[1:2])
     rows = [image.index_select(1, index) for index in (top, bottom)]
     rows = [row.index_select(2, left) * left_weight + row.index_select(2, right) * right_weight for row in rows]
     return rows[0] * top_weight[:, None] + rows[1] * bottom_weight[:, None]
@@ -103,7 +92,7 @@ def onnx_ready(
         fold_batchnorm(detector)
     set_test_size(detector, min_size or recipe.min_size_test, max_size or recipe.max_size)
     old = detector.transform
-    detector.transform = Float64SizeTransform(
+    detector.transform = ExactResizeTransform(
         old.min_size, old.max_size, old.image_mean, old.image_std, old.size_divisible, old.fixed_size
     )
     detector.roi_heads.score_thresh = score_thresh

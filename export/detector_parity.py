@@ -10,7 +10,7 @@ import torch
 from torchvision.ops import box_iou
 
 from export.detector_graph import IMAGE, OUTPUTS, OnnxDetector
-from service.answers import EVAL_SCORE_THRESHOLD
+from inference.answers import EVAL_SCORE_THRESHOLD
 
 Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes [K, 4], scores [K], category ids [K]
 IOU_MIN = 0.99

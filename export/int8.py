@@ -7,7 +7,7 @@ provider fuses DQ -> Conv -> (Relu) -> Q into QLinearConv (u8 x s8) and DQ -> Ad
 the uint8 -> float normalisation at the input and the logits (8-bit logits would distort the returned scores).
 Before a file is written, int8 and fp32 answers are compared on real images the calibration did not see.
 
-    python -m export.int8 --model service/default_model/model.onnx --calibration-images 512 --output int8.onnx
+    python -m export.int8 --model inference/default_model/model.onnx --calibration-images 512 --output int8.onnx
     python -m export --checkpoint RUN/checkpoints/last.pt --quantize int8 --calibration-images DIR --output m.onnx
 """
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from service import imaging
-from service.contract import CLASSIFICATION, INPUT_NAMES, INT8, OUTPUT_NAMES, Key, ModelMetadata
-from training import cli, data_folder
-from training.errors import UsageError
+from inference import imaging
+from inference.contract import CLASSIFICATION, INPUT_NAMES, INT8, OUTPUT_NAMES, Key, ModelMetadata
+from toolkit import cli, data_folder
+from toolkit.errors import UsageError
 
 from .onnx_file import write_model
 
@@ -43,7 +43,7 @@ class Int8Options:
 
     calibration_images: str = "512"  # a folder of training images, or N (see ``image_sets``)
     calibration_method: str = "minmax"  # or "percentile"
-    verify_images: str | None = None  # folder of real images to compare int8 with fp32 on (None: shared samples)
+    verify_images: str | None = None  # folder of real images to compare int8 with fp32 on (None: real photos kept back)
     verify_count: int = 300  # real images int8 is compared with fp32 on
     min_agreement: float = MIN_AGREEMENT  # top-1 agreement int8 must reach
     min_top5: float = MIN_TOP5  # share of fp32's top-1 among int8's top 5 it must reach
@@ -194,23 +194,25 @@ def _preprocessed(sources: list[Any], metadata: ModelMetadata) -> np.ndarray:
 
 
 def image_sets(metadata: ModelMetadata, calibration: str, verify_dir: str | None, verify_count: int) -> tuple:
-    """(calibration batch, its description, verification batch): training images to calibrate on, never verified on.
+    """(calibration batch, its description, verification batch): images to calibrate on, never verified on.
 
     ``calibration``: a folder of training images, or N: N CIFAR-10 training images for a 10-class 32 px model, else
-    the first N shared ImageNet photos (the shared data has no ImageNet training images; those N are then left out
-    of the verification).
+    the first N real photos (the data folder's ImageNet photos, else the photos shipped in tests/data), keeping back
+    at least half of them, up to ``verify_count``, to verify on when ``verify_dir`` is not given.
     """
     cifar = len(metadata.labels) == 10 and metadata.crop_size <= 64
-    photos = [] if cifar else data_folder.imagenet_sample_files()
     if calibration.isdigit():
         count = int(calibration)
+        if count < 1:
+            raise UsageError(f"--calibration-images must be a folder or a positive count, got {calibration}")
         if cifar:
             sources = [data for data, _ in data_folder.cifar_images(count, split="train")]
-            described = "CIFAR-10 training"
+            described = f"{len(sources)} CIFAR-10 training images"
         else:
-            sources, photos = photos[:count], photos[count:]
-            described = "shared ImageNet photos (none of them verified on)"
-        described = f"{len(sources)} {described} images"
+            photos, where = data_folder.real_photos("imagenet_samples")
+            kept_back = 0 if verify_dir else min(verify_count, len(photos) // 2)
+            sources, photos = photos[: min(count, len(photos) - kept_back)], photos[len(photos) - kept_back :]
+            described = f"{len(sources)} of the {where} (the other {len(photos)} verified on)"
     else:
         sources = data_folder.image_files(calibration)
         described = f"{len(sources)} images from {Path(calibration).name}/"
@@ -220,8 +222,12 @@ def image_sets(metadata: ModelMetadata, calibration: str, verify_dir: str | None
         checks = data_folder.image_files(verify_dir, verify_count)
     elif cifar:
         checks = [data for data, _ in data_folder.cifar_images(verify_count)]
+    elif calibration.isdigit():
+        checks = photos
     else:
-        checks = photos[:verify_count]
+        checks, _ = data_folder.real_photos("imagenet_samples", verify_count)
+    if not checks:
+        raise UsageError("no real images left to verify int8 on: pass --verify-images DIR")
     return _preprocessed(sources, metadata), described, _preprocessed(checks, metadata)
 
 
@@ -272,8 +278,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration-images",
         default="512",
-        help="a folder of training images, or N: N CIFAR-10 training images for a 10-class 32 px model, else the "
-        "first N shared ImageNet photos (then left out of the check)",
+        help="a folder of training images, or N: N CIFAR-10 training images for a 10-class 32 px model, else up to N "
+        "real photos (the data folder's ImageNet photos, else those in tests/data), at least half of them kept back "
+        "for the check",
     )
     parser.add_argument(
         "--calibration-method",
@@ -298,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--verify-images",
         help="folder of real images to compare int8 with fp32 on (default: CIFAR-10 test images for a CIFAR-10 "
-        "model, else the shared ImageNet photos not calibrated on)",
+        "model, else the real photos not calibrated on)",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

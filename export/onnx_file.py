@@ -1,5 +1,5 @@
-"""What both exporters share: where the file goes and how it is checked (typed options), metadata to the service's
-contract, the atomic write and the model store."""
+"""What both exporters share: where the file goes and how it is checked (typed options), metadata to the inference
+core's contract, the atomic write and, when asked, the BentoML model store."""
 
 from __future__ import annotations
 
@@ -13,26 +13,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.contract import BENTO_MODEL_NAMES, ONNX_FILE_NAME, PRODUCER, ModelMetadata
-from training.atomic import atomic_write
+from inference.contract import BENTO_MODEL_NAMES, ONNX_FILE_NAME, PRODUCER, ModelMetadata
+from toolkit.atomic import atomic_write
 
 VERIFY_COUNT = 8  # real images ONNX Runtime is compared with PyTorch on before a file is written
 
 
 @dataclass(frozen=True)
 class Destination:
-    """Where an exported file goes: ``output``, and unless ``register`` is off, the BentoML model store under
-    ``bento_name`` (None: the task's name in ``service.contract``)."""
+    """Where an exported file goes: ``output``, and with ``register`` also the BentoML model store (machine-wide,
+    ``$BENTOML_HOME``) under ``bento_name`` (None: the task's name in ``inference.contract``)."""
 
     output: Path
-    register: bool = True
+    register: bool = False
     bento_name: str | None = None
 
 
 @dataclass(frozen=True)
 class Verification:
     """The real images ONNX Runtime is compared with PyTorch on: the first ``count`` of the folder ``images``
-    (None: the shared data's samples for the task)."""
+    (None: the data folder's photos for the task, else the photos shipped in tests/data)."""
 
     images: Path | None = None
     count: int = VERIFY_COUNT
@@ -62,8 +62,8 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
-def with_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
-    """Replace the model's ``metadata_props`` with ``metadata`` and re-check the model."""
+def with_metadata(model_bytes: bytes, metadata: ModelMetadata, full_check: bool = True) -> bytes:
+    """Replace the model's ``metadata_props`` with ``metadata`` and check the model (``full_check``: shapes too)."""
     import onnx
 
     proto = onnx.load_from_string(model_bytes)
@@ -72,7 +72,7 @@ def with_metadata(model_bytes: bytes, metadata: ModelMetadata) -> bytes:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = PRODUCER
-    onnx.checker.check_model(proto, full_check=True)
+    onnx.checker.check_model(proto, full_check=full_check)
     return proto.SerializeToString()
 
 
@@ -82,8 +82,8 @@ def write_model(model_bytes: bytes, output: str | os.PathLike) -> Path:
 
 
 def write_and_register(model_bytes: bytes, metadata: ModelMetadata, destination: Destination) -> dict[str, Any]:
-    """Write the verified file atomically and register it unless told not to: ``output``, ``bytes``
-    (and ``bento_model``, the store's tag)."""
+    """Write the verified file atomically and register it if asked: ``output``, ``bytes`` (and ``bento_model``, the
+    store's tag)."""
     output = write_model(model_bytes, destination.output)
     report: dict[str, Any] = {"output": str(output), "bytes": len(model_bytes)}
     if destination.register:

@@ -25,9 +25,11 @@ from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, Fas
 
 from detection.model import build_detector, fresh_backbone
 from detection.recipes import TORCHVISION_RECIPES
+from export.onnx_file import sha256_of
+from inference import weights
 from models.registry import FAMILY_INPUTS
+from toolkit.errors import UsageError
 from training.checkpoint import read_torch_state
-from training.errors import UsageError
 
 MODEL_OPTIONS = {"stride_in_1x1": False}  # torchvision's v1.5 ResNet
 CATEGORY_NAMES = {  # torchvision's own category lists (shipped with the library, nothing downloaded): 91 slots
@@ -97,6 +99,7 @@ def state_from_torchvision(path: str | os.PathLike, arch: str) -> dict[str, Any]
         raise UsageError(f"{path} does not fit {arch}: {problem}. {hint}")
     recipe = TORCHVISION_RECIPES[arch]
     names = CATEGORY_NAMES[arch][1:]  # slot 0 is the background
+    published = weights.find(path)
     return {
         "recipe": recipe.to_dict(),
         "arch": recipe.arch,
@@ -108,4 +111,5 @@ def state_from_torchvision(path: str | os.PathLike, arch: str) -> dict[str, Any]
         "image_std": list(model.transform.image_std),
         "backbone": f"torchvision {arch} ({path.name})",
         "metrics": [],
+        "weights": published.record(sha256_of(path)) if published and published.arch == arch else None,
     }

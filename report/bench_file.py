@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.atomic import atomic_write_text
+from toolkit.atomic import atomic_write_text
 
 from .provenance import REPO_ROOT, provenance
 

@@ -1,7 +1,7 @@
 """Package a trained classifier as the service's default model: its ONNX file, labels, curve and model card.
 
     python -m report.modelcard --record docs/runs/NAME --checkpoint RUN/checkpoints/last.pt \\
-        --output-dir service/default_model
+        --output-dir inference/default_model
     python -m report.modelcard --record docs/runs/NAME   # card only, for the model.onnx already in the folder
 
 ``--checkpoint`` is exported to ``OUTPUT_DIR/model.onnx`` first (``export.classifier``, verified against PyTorch).
@@ -19,13 +19,14 @@ from typing import Any
 import onnx
 
 from export.command import main as export_main
+from inference import precision
+from inference.contract import BF16, DEFAULT_MODEL_DIR, ONNX_FILE_NAME, Key, ModelMetadata
 from models import model_info
 from models.paper import TABLE6_ERROR
-from service.contract import DEFAULT_MODEL_DIR, ONNX_FILE_NAME, Key, ModelMetadata
-from training import cli
-from training.atomic import atomic_write_text
+from toolkit import cli
+from toolkit.atomic import atomic_write_text
+from toolkit.errors import UsageError
 from training.cifar10 import DATA_CAVEAT
-from training.errors import UsageError
 from training.plot import plot_runs
 
 from .bench_file import BENCH_DIR
@@ -62,8 +63,9 @@ def _schedule(recipe: dict[str, Any], record: dict[str, Any]) -> str:
     )
 
 
+RECORD_BF16 = "python -m export.check_bf16 --model inference/default_model/model.onnx --count 10000"
 INT8_BENCH = BENCH_DIR / "int8.json"  # bench/int8.py: the default model in fp32 and int8, both weight widths
-INT8_COMMAND = "python -m export.int8 --model service/default_model/model.onnx --output model-int8.onnx"
+INT8_COMMAND = "python -m export.int8 --model inference/default_model/model.onnx --output model-int8.onnx"
 
 
 def int8_section(bench: Path = INT8_BENCH) -> list[str]:
@@ -94,6 +96,26 @@ def int8_section(bench: Path = INT8_BENCH) -> list[str]:
     ]
 
 
+def bf16_section(metadata: ModelMetadata) -> list[str]:
+    """What the file's recorded bf16 check says (``inference.precision``), and what the service does with it."""
+    entry = metadata.check(BF16)
+    if entry is None:
+        return ["## bf16", "", f"No bf16 check is recorded, so the service runs it in fp32 (`{RECORD_BF16}`).", ""]
+    passed, because = precision.verdict(entry, metadata.task)
+    errors = ""
+    if "error_bf16" in entry:
+        errors = f"; test error {100 * entry['error_fp32']:.2f}% in fp32, {100 * entry['error_bf16']:.2f}% in bf16"
+    use = "runs it in bf16 on CPUs with bf16 units" if passed else "runs it in fp32"
+    return [
+        "## bf16",
+        "",
+        f"Recorded in the file by `{RECORD_BF16}` ({entry['runtime']}, {entry['cpu']}, {entry['date']}) on "
+        f"{entry['images_from']}: {because}{errors}. Bar: {entry['bar']}. Under `RESNET_LAB_PRECISION=auto` the "
+        f"service {use}, fp32 elsewhere.",
+        "",
+    ]
+
+
 def model_card(metadata: ModelMetadata, record: dict[str, Any], record_dir: str) -> str:
     """The card's Markdown from the ONNX file's metadata and the run record."""
     recipe, last = metadata.json_value(Key.RECIPE, {}), metadata.json_value(Key.METRICS, [])[-1]
@@ -120,6 +142,10 @@ def model_card(metadata: ModelMetadata, record: dict[str, Any], record_dir: str)
         f"{DATA_CAVEAT[0].upper()}{DATA_CAVEAT[1:]} {SERVING_CAVEAT}",
         "",
     ]
+    if metadata.json_value(Key.WEIGHTS):
+        weights = metadata.json_value(Key.WEIGHTS)
+        lines[2:2] = [f"- Weights: torchvision's `{weights['weights']}` (`{weights['file']}`).", ""]
+    lines += bf16_section(metadata)
     lines += int8_section()
     if record.get("note"):
         lines += ["## Notes", "", record["note"], ""]
@@ -135,7 +161,7 @@ def package(record_dir: Path, out: Path, checkpoint: Path | None = None) -> Path
     record = json.loads(record_file.read_text())
     model = out / ONNX_FILE_NAME
     if checkpoint is not None:
-        export_main(["--checkpoint", str(checkpoint), "--output", str(model), "--no-register"])
+        export_main(["--checkpoint", str(checkpoint), "--output", str(model)])
     if not model.is_file():
         raise UsageError(f"{model} not found: pass --checkpoint to export one")
     metadata = read_metadata(model)

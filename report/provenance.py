@@ -53,7 +53,7 @@ def gpu() -> dict[str, Any] | None:
 
     torch is imported only where the service would find a usable GPU, so GPU-less machines pay nothing for it.
     """
-    from service.runtime import gpu_present
+    from inference.runtimes.hardware import gpu_present
 
     if not gpu_present() or importlib.util.find_spec("torch") is None:
         return None

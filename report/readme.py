@@ -1,8 +1,10 @@
 """Regenerate the generated blocks of the README and the docs: ``python -m report.readme`` (``--check`` compares).
 
 A block sits between ``<!-- generated: SOURCE -->`` and ``<!-- /generated -->``. SOURCE is a benchmark results file
-(``docs/bench/NAME.json``, rendered by ``report.bench_file``), ``settings`` (``service.settings``' table) or a JSON
-file shown as is (``docs/examples/NAME.json``, e.g. a real answer of the shipped model).
+(``docs/bench/NAME.json``, rendered by ``report.bench_file``), a Markdown table a command wrote
+(``docs/tables/NAME.md``, e.g. the server's settings by ``python -m service.settings --write``), ``weights``
+(``inference.weights``' table of published files), ``default_model`` (the shipped model's figures) or a JSON file
+shown as is (``docs/examples/NAME.json``, e.g. a real answer of the shipped model).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import argparse
 import json
 import re
 
-from service.settings import markdown_table
-from training import cli
-from training.atomic import atomic_write_text
-from training.errors import UsageError
+from inference import weights
+from toolkit import cli
+from toolkit.atomic import atomic_write_text
+from toolkit.errors import UsageError
 
 from .bench_file import render
 from .provenance import REPO_ROOT
@@ -34,8 +36,8 @@ BLOCK = re.compile(  # a block's body never holds another block's start
 
 def generate(source: str) -> str:
     """The Markdown a block with ``source`` holds."""
-    if source == "settings":
-        return markdown_table()
+    if source == "weights":
+        return weights.markdown_table()
     if source == "default_model":
         return default_model_line()
     path = REPO_ROOT / source
@@ -43,6 +45,8 @@ def generate(source: str) -> str:
         raise UsageError(f"README block source {source} not found (run the benchmark that writes it)")
     if path.parent.name == "bench":
         return render(path)
+    if path.suffix == ".md":
+        return path.read_text().rstrip("\n")
     return "```json\n" + compact_json(json.loads(path.read_text())) + "\n```"
 
 
@@ -60,7 +64,7 @@ def compact_json(answer: dict) -> str:
 
 def default_model_line() -> str:
     """The shipped model's test error beside the paper's and the bar, from its own metadata."""
-    from service.contract import DEFAULT_MODEL, Key
+    from inference.contract import DEFAULT_MODEL, Key
 
     from .modelcard import BAR, paper_error, read_metadata  # here: it imports the exporter, hence torch
 

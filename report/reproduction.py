@@ -20,8 +20,8 @@ from models.paper import (
     TABLE8_COCO,
 )
 from models.summary import summarize
-from training import cli
-from training.atomic import atomic_write_text
+from toolkit import cli
+from toolkit.atomic import atomic_write_text
 from training.cifar10 import DATA_CAVEAT
 from training.plot import plot_runs
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from report.provenance import provenance
-from training import cli
-from training.atomic import atomic_write_text
+from toolkit import cli
+from toolkit.atomic import atomic_write_text
+from toolkit.errors import UsageError
 from training.classifier import load_classifier_checkpoint
-from training.errors import UsageError
 from training.recipes import get_recipe
 from training.run_folder import METRICS_FILE, TRAIN_LOG_FILE, RunFolder, read_rows
 

@@ -1,6 +1,6 @@
-"""``POST /detect``: an exported detector on ONNX Runtime, one image per session run, a bounded number at once.
+"""``POST /detect``: an exported detector, one image per run, a bounded number at once.
 
-Detection images differ in size, so requests are not merged into batches: each decoded upload is one ORT call (which
+Detection images differ in size, so requests are not merged into batches: each decoded upload is one run (which
 uses every core). At most ``RESNET_LAB_DETECT_CONCURRENCY`` run at once; the others wait, and one that cannot start
 within ``RESNET_LAB_MAX_LATENCY_MS`` is refused with a 503. An answer holds at most
 ``min(max_detections, the graph's own cap)`` detections: the graph keeps the recipe's ``box_detections_per_img``
@@ -17,17 +17,17 @@ import anyio
 import bentoml
 import numpy as np
 
-from service import answers, imaging
-from service.contract import DETECTION, Key
+from inference import answers, imaging
+from inference.contract import DETECTION, Key
+from inference.model import LoadedModel
 from service.errors import RequestRejected
-from service.runtime import OnnxModel
 from service.settings import Settings
 from service.uploads import DetectOptions
 
 DETECTIONS = bentoml.metrics.Counter(name="resnet_lab_detections", documentation="Detections returned by /detect")
 DETECT_SECONDS = bentoml.metrics.Histogram(
     name="resnet_lab_detect_seconds",
-    documentation="Seconds per detected image: waiting for a detection slot and the ORT run",
+    documentation="Seconds per detected image: waiting for a detection slot and the run",
     buckets=[0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
 )
 
@@ -36,7 +36,7 @@ class Detector:
     """The detection side of the service."""
 
     def __init__(self, path: Path, settings: Settings) -> None:
-        self.model = OnnxModel.load(path, settings, DETECTION)
+        self.model = LoadedModel.load(path, settings, DETECTION)
         self.settings = settings
         self.names = {int(category["id"]): str(category["name"]) for category in self.model.metadata.categories}
         self.slots = anyio.CapacityLimiter(settings.detect_concurrency)
@@ -52,7 +52,7 @@ class Detector:
             "test_scale": metadata.json_value(Key.TEST_SCALE),
             "score_threshold_in_graph": float(metadata.extra.get(Key.SCORE_THRESHOLD, 0)),
             "max_detections_in_graph": self.graph_cap(),
-            "providers": self.model.providers,
+            "runtime": self.model.describe(),
             "concurrency": self.settings.detect_concurrency,
         }
 

@@ -63,15 +63,15 @@ class DetectResults(BaseModel):
 
 
 MEANINGS = {
-    400: "a mistake in the request; the sentence says what to send",
+    400: "a mistake in the request (more than RESNET_LAB_MAX_IMAGES images among them); the sentence says what to send",
     401: "no `Authorization: Bearer KEY` header with a configured key (RESNET_LAB_API_KEYS)",
-    404: "no such model, or no such version of it",
-    413: "the body is over RESNET_LAB_MAX_UPLOAD_BYTES, holds more than RESNET_LAB_MAX_IMAGES images, or an image "
-    "declares more than RESNET_LAB_MAX_IMAGE_PIXELS pixels",
+    404: "no such model, or no such version of it (/detect: this server has no detector)",
+    413: "the body is over RESNET_LAB_MAX_UPLOAD_BYTES, or an image declares more than RESNET_LAB_MAX_IMAGE_PIXELS "
+    "pixels",
     415: "Content-Type is neither multipart/form-data nor application/json",
     429: "more requests in progress than BentoML's traffic.max_concurrency (when configured)",
     500: "a fault of the server (logged)",
-    503: "overloaded (no answer within RESNET_LAB_MAX_LATENCY_MS; retry later), or, for /detect, no detector set",
+    503: "overloaded (no answer within RESNET_LAB_MAX_LATENCY_MS; retry later)",
     504: "not answered within BentoML's traffic.timeout",
 }
 ANY_ROUTE = (429, 500, 504)  # what BentoML's traffic limits and a fault can answer anywhere

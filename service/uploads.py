@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 
-from service.answers import DEFAULT_MAX_DETECTIONS, DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, MAX_DETECTIONS
+from inference.answers import DEFAULT_MAX_DETECTIONS, DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, MAX_DETECTIONS
 from service.errors import RequestRejected, describe_errors
 
 FORM = "multipart/form-data"
@@ -122,7 +122,7 @@ class UploadReader:
         )
 
     async def read(self, request: Request) -> ImagesRequest:
-        """The request's images and options, or ``RequestRejected`` (400, 413 or 415) saying what is wrong."""
+        """The request's images and options, or ``RequestRejected`` (400 or 415) saying what is wrong."""
         media_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         try:
             if media_type == FORM:
@@ -136,12 +136,9 @@ class UploadReader:
         )
 
     def _too_many(self, count: int | None) -> RequestRejected:
-        """A 413 for ``count`` images (None: more than the form parser counts)."""
+        """A 400 for ``count`` images (None: more than the form parser counts), as the schema's ``maxItems`` says."""
         many = f"{count} images" if count is not None else f"more than {self.max_images + 1} images"
-        return RequestRejected(
-            f"{many} in one request; the limit is {self.max_images} (RESNET_LAB_MAX_IMAGES)",
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-        )
+        return RequestRejected(f"{many} in one request; the limit is {self.max_images} (RESNET_LAB_MAX_IMAGES)")
 
     async def _read_form(self, request: Request) -> ImagesRequest:
         how = self.usage()

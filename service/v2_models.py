@@ -27,14 +27,16 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from service import answers
-from service.contract import CLASSIFICATION, DETECTION, INPUT_NAMES, OUTPUT_NAMES
-from service.contract import ModelMetadata as FileMetadata
+from inference import answers
+from inference.contract import CLASSIFICATION, DETECTION, INPUT_NAMES, OUTPUT_NAMES
+from inference.contract import ModelMetadata as FileMetadata
+from inference.model import LoadedModel
+from inference.settings import OPENVINO
 from service.errors import RequestRejected, describe_errors
 from service.uploads import URL, URL_REFUSED, DetectOptions, Options
 from service.v2_wire import BYTES, InferenceRequest, MetadataTensor, ModelMetadata, Tensor, refused_count
 
-PLATFORM = "onnxruntime_onnx"
+PLATFORMS = {OPENVINO: "openvino"}  # Triton's platform names; any other runtime runs the ONNX file: onnxruntime_onnx
 FILES_INPUT = "image"  # BYTES [N]: encoded image files, for both models
 PADDING_LABEL = -1
 Decode = Callable[[Sequence[bytes]], Awaitable[np.ndarray]]  # files -> uint8 [N, 3, crop, crop]
@@ -43,6 +45,24 @@ Decode = Callable[[Sequence[bytes]], Awaitable[np.ndarray]]  # files -> uint8 [N
 def version_of(metadata: FileMetadata) -> str:
     """A served model's one version: the first 12 hex digits of the hash of the weights it was exported from."""
     return metadata.source_sha256[:12] or "1"
+
+
+def platform_of(model: LoadedModel) -> str:
+    """The v2 ``platform`` of what runs the model (Triton's names)."""
+    return PLATFORMS.get(model.session.runtime, "onnxruntime_onnx")
+
+
+def runtime_parameters(model: LoadedModel) -> dict[str, Any]:
+    """The v2 metadata's ``parameters``: the runtime, the precision it runs in and why, the recorded bf16 check."""
+    runs = model.describe()
+    check = runs["bf16_check"]
+    return {
+        "runtime": f"{runs['runtime']} {runs['version']}",
+        "device": runs["device"],
+        "precision": runs["precision"],
+        "reason": runs["reason"],
+        "bf16_check": check["verdict"] if check else "none recorded",
+    }
 
 
 def _options(options: type[Options], request: InferenceRequest) -> Any:
@@ -91,16 +111,16 @@ class ClassifierModel:
 
     def __init__(
         self,
-        metadata: FileMetadata,
+        model: LoadedModel,
         options: type[Options],
         logits: Callable[[np.ndarray], Awaitable[np.ndarray]],
         decode: Decode,
         max_images: int,
     ) -> None:
-        self.file = metadata
-        self.name, self.version = metadata.model_name, version_of(metadata)
+        self.model, self.file = model, model.metadata
+        self.name, self.version = self.file.model_name, version_of(self.file)
         self.options, self.logits, self.decode, self.max_images = options, logits, decode, max_images
-        self.crop = metadata.crop_size
+        self.crop = self.file.crop_size
         self.outputs = (OUTPUT_NAMES[CLASSIFICATION][0], "labels", "scores")
 
     def metadata(self) -> ModelMetadata:
@@ -109,7 +129,8 @@ class ClassifierModel:
         return ModelMetadata(
             name=self.name,
             versions=[self.version],
-            platform=PLATFORM,
+            platform=platform_of(self.model),
+            parameters=runtime_parameters(self.model),
             inputs=[
                 MetadataTensor(name=pixels, datatype="UINT8", shape=[-1, 3, self.crop, self.crop]),
                 MetadataTensor(name=FILES_INPUT, datatype=BYTES, shape=[-1]),
@@ -166,9 +187,9 @@ DecodeOne = Callable[[bytes], Awaitable[np.ndarray]]  # file -> uint8 [3, H, W] 
 class DetectorModel:
     """The detector as a v2 model."""
 
-    def __init__(self, metadata: FileMetadata, detect: Detect, decode: DecodeOne, max_images: int) -> None:
-        self.file = metadata
-        self.name, self.version = metadata.model_name, version_of(metadata)
+    def __init__(self, model: LoadedModel, detect: Detect, decode: DecodeOne, max_images: int) -> None:
+        self.model, self.file = model, model.metadata
+        self.name, self.version = self.file.model_name, version_of(self.file)
         self.detect, self.decode, self.max_images = detect, decode, max_images
         self.outputs = ("boxes", "scores", "labels", "counts", "image_sizes")
 
@@ -177,7 +198,8 @@ class DetectorModel:
         return ModelMetadata(
             name=self.name,
             versions=[self.version],
-            platform=PLATFORM,
+            platform=platform_of(self.model),
+            parameters=runtime_parameters(self.model),
             inputs=[MetadataTensor(name=FILES_INPUT, datatype=BYTES, shape=[-1])],
             outputs=[
                 MetadataTensor(name="boxes", datatype="FP32", shape=[-1, -1, 4]),

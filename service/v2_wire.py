@@ -15,7 +15,6 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
@@ -70,11 +69,12 @@ class ServerMetadata(BaseModel):
 
 
 class ModelMetadata(BaseModel):
-    """``GET /v2/models/{name}[/versions/{version}]``."""
+    """``GET /v2/models/{name}[/versions/{version}]``; ``parameters``: what runs the model (runtime, precision)."""
 
     name: str
     versions: list[str]
     platform: str
+    parameters: Parameters = Field(default_factory=dict)
     inputs: list[MetadataTensor]
     outputs: list[MetadataTensor]
 
@@ -305,8 +305,5 @@ def binary_outputs(request: InferenceRequest, names: Iterable[str]) -> set[str]:
 
 
 def refused_count(name: str, count: int, limit: int) -> RequestRejected:
-    """More images in one input than ``RESNET_LAB_MAX_IMAGES`` allows: a 413."""
-    return RequestRejected(
-        f'input "{name}" holds {count} images; the limit is {limit} (RESNET_LAB_MAX_IMAGES)',
-        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-    )
+    """More images in one input than ``RESNET_LAB_MAX_IMAGES`` allows: a 400, as ``/classify`` and ``/detect``."""
+    return RequestRejected(f'input "{name}" holds {count} images; the limit is {limit} (RESNET_LAB_MAX_IMAGES)')

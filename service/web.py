@@ -52,10 +52,14 @@ def web_app(classify: UploadReader, detect: UploadReader, keys_enabled: bool) ->
     async def rejected(_: Request, error: RequestRejected) -> JSONResponse:
         return error_response(error)
 
-    @app.api_route("/info", methods=["GET", "POST"], responses=error_responses(503, *auth), dependencies=secured)
+    @app.api_route("/info", methods=["GET", "POST"], include_in_schema=False, dependencies=secured)
     async def info() -> JSONResponse:
-        """The served models, their sizes and ONNX Runtime providers, the limits, batching so far."""
+        """The served models: sizes, the runtime and precision each runs in and why, the limits, batching so far."""
         return JSONResponse(running_service().describe())
+
+    for method in ("get", "post"):  # described one method at a time: OpenAPI wants each operation id once
+        app.add_api_route("/info", info, methods=[method.upper()], operation_id=f"info_{method}",
+                          responses=error_responses(503, *auth), dependencies=secured)  # fmt: skip
 
     # /classify and /detect are answered by the BentoML APIs of the same paths, which run first; these operations
     # describe them in /docs.json and call the same code.
@@ -75,11 +79,12 @@ def web_app(classify: UploadReader, detect: UploadReader, keys_enabled: bool) ->
     @app.post(
         "/detect",
         response_model=DetectAnswer | DetectResults,
-        responses=error_responses(400, 413, 415, 503, *auth),
+        responses=error_responses(400, 404, 413, 415, 503, *auth),
         dependencies=secured,
         openapi_extra=upload_body(detect),
         description="Objects in each image: boxes in its pixels as displayed (EXIF orientation applied), COCO "
-        "category ids, labels, scores, best first. Several images: as for /classify. 503 without a detector.",
+        "category ids, labels, scores, best first. Several images: as for /classify. 404 on a server without a "
+        "detector.",
     )
     async def detect_route(request: Request) -> Response:
         """Detect objects in images."""

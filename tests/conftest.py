@@ -22,27 +22,42 @@ import torch
 from PIL import Image
 
 from export.command import main as export_main
+from inference import imaging
 from models import create_model
 from models.registry import FAMILY_INPUTS
-from service import imaging
 from tests.helpers import (
     COCO_SMALL_FLAGS,
     REPO_ROOT,
     SHAPES_FLAGS,
     SHIPPED_COCO,
+    TEST_ENV,
     bentoml_server,
     calibrate,
     dataset,
     image_batch,
     make_shapes_split,
 )
-from training import data_folder
+from toolkit import data_folder
 from training.classifier import save_classifier_checkpoint
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fp32_answers() -> Iterator[None]:
+    """Every model this session runs, in this process or in a server or job it starts, answers in fp32
+    (``TEST_ENV``), whatever the CPU."""
+    previous = {name: os.environ.get(name) for name in TEST_ENV}
+    os.environ.update(TEST_ENV)
+    yield
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The data folder, holding every dataset of ``training.data_folder.DATASETS``."""
+    """The data folder, holding every dataset of ``toolkit.data_folder.DATASETS``."""
     for name in data_folder.DATASETS:
         dataset(name)
     return data_folder.data_dir()
@@ -90,16 +105,10 @@ def small_photos(photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
-def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real CIFAR-10 in the standard python layout: the data folder's own, or made from its JPEG copies by the shared
-    data folder's ``tools/make_cifar10.py``."""
-    found = dataset("cifar10")
-    if found.is_dir():
-        return found
-    out = tmp_path_factory.mktemp("cifar10")
-    tool = found.parents[2] / "tools" / "make_cifar10.py"
-    subprocess.run([sys.executable, str(tool), str(out)], check=True, capture_output=True)
-    return out
+def cifar_dir() -> Path:
+    """Real CIFAR-10 as the data folder holds it (the official python layout or archive, or the JPEG copies): every
+    tool reads each of them (``toolkit.cifar10``)."""
+    return dataset("cifar10")
 
 
 @pytest.fixture(scope="session")
@@ -148,10 +157,12 @@ def shapes_detector(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory)
 def shapes_onnx(
     shapes_detector: Path, coco_val_root: Path, tmp_path_factory: pytest.TempPathFactory, bentoml_home: Path
 ) -> dict:
-    """``python -m export`` of the shapes detector (verified on the shipped real COCO val photos, registered)."""
+    """``python -m export --register`` of the shapes detector (verified on the shipped real COCO val photos)."""
     output = tmp_path_factory.mktemp("shapes_onnx") / "detector.onnx"
     checkpoint = ["--checkpoint", str(shapes_detector / "checkpoints" / "last.pt")]
-    return export_main([*checkpoint, "--verify-images", str(coco_val_root / "val2017"), "--output", str(output)])
+    return export_main(
+        [*checkpoint, "--verify-images", str(coco_val_root / "val2017"), "--output", str(output), "--register"]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +233,7 @@ def torchvision_state_dict(photos: list[Path], work_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def torchvision_classifier(photos: list[Path], work_dir: Path) -> Callable[[str], tuple[torch.nn.Module, dict]]:
     """``torchvision_classifier(arch)``: (torchvision's ResNet, the report of ``python -m export
-    --torchvision-state-dict FILE --arch ARCH --resize-size N --no-register``), made once per arch for the session.
+    --torchvision-state-dict FILE --arch ARCH --resize-size N``), made once per arch for the session.
     The model has BatchNorm calibrated on the shipped photos and a scaled classifier; N is its published weights'
     resize."""
     from tests.torchvision_weights import CLASSIFIER_WEIGHTS, calibrated_classifier, classifier_resize
@@ -238,7 +249,7 @@ def torchvision_classifier(photos: list[Path], work_dir: Path) -> Callable[[str]
             model = calibrated_classifier(arch, batch, path)
             resize = str(classifier_resize(arch))
             source = ["--torchvision-state-dict", str(path), "--arch", arch, "--resize-size", resize]
-            output = ["--output", str(work_dir / f"{arch}_torchvision.onnx"), "--no-register"]
+            output = ["--output", str(work_dir / f"{arch}_torchvision.onnx")]
             output += ["--verify-images", str(photos[0].parent), "--verify-count", "2"]
             made[arch] = model, export_main(source + output)
         return made[arch]
@@ -248,8 +259,8 @@ def torchvision_classifier(photos: list[Path], work_dir: Path) -> Callable[[str]
 
 @pytest.fixture(scope="session")
 def cifar_export(cifar_checkpoint: Path, small_photos: list[Path], work_dir: Path, bentoml_home: Path) -> dict:
-    """``python -m export --checkpoint`` on the CIFAR checkpoint (its report; registered in the store)."""
-    argv = ["--checkpoint", str(cifar_checkpoint), "--verify-images", str(small_photos[0].parent)]
+    """``python -m export --checkpoint --register`` on the CIFAR checkpoint (its report; in the model store too)."""
+    argv = ["--checkpoint", str(cifar_checkpoint), "--verify-images", str(small_photos[0].parent), "--register"]
     return export_main([*argv, "--output", str(work_dir / "cifar_resnet20.onnx")])
 
 

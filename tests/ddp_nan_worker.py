@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from detection.train import loss_step
+from toolkit.errors import UsageError
 from training import distributed
-from training.errors import UsageError
 
 
 class Losses(nn.Module):

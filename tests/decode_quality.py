@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from service import imaging
-from service.contract import CLASSIFICATION, DEFAULT_MODEL, INPUT_NAMES, OUTPUT_NAMES
+from inference import imaging
+from inference.contract import CLASSIFICATION, DEFAULT_MODEL, INPUT_NAMES, OUTPUT_NAMES
 from tests import uploads
 
 UPSCALE = 8

@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,12 +22,16 @@ import torch
 from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import imaging
+from inference import imaging
+from inference.contract import FP32
+from inference.model import LoadedModel
+from inference.settings import InferenceSettings
 from tests.server import BIN, REPO_ROOT, bentoml_serve
-from training import data_folder
+from toolkit import data_folder
 
 __all__ = ["BIN", "REPO_ROOT"]
 
+REQUIRE_ENV = "RESNET_LAB_REQUIRE_DATA"  # 1: a test whose dataset is missing fails instead of skipping (CI)
 SHIPPED_COCO = REPO_ROOT / "tests" / "data" / "coco"  # 13 real COCO val2017 photos and annotations (README there)
 
 # A real-COCO detector small enough for CPU CI: short side 160, RoIAlign 7x7 and 16 sampled RoIs per image keep
@@ -48,13 +53,13 @@ SHAPES_FLAGS = [
 
 
 def dataset(name: str) -> Path:
-    """Dataset ``name`` of the data folder (``training.data_folder.DATASETS``). Without it the test is skipped with
+    """Dataset ``name`` of the data folder (``toolkit.data_folder.DATASETS``). Without it the test is skipped with
     one line naming the dataset and how to get it; under ``RESNET_LAB_REQUIRE_DATA=1`` (CI) it fails instead."""
     try:
         return data_folder.locate(name)
     except data_folder.DataMissing as missing:
-        if os.environ.get(data_folder.REQUIRE_ENV) == "1":
-            pytest.fail(f"{missing} ({data_folder.REQUIRE_ENV}=1: nothing may be skipped)", pytrace=False)
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{missing} ({REQUIRE_ENV}=1: nothing may be skipped)", pytrace=False)
         pytest.skip(str(missing))
 
 
@@ -165,6 +170,18 @@ def make_shapes_split(root: Path, split: str, num_images: int, seed: int, size: 
     ann_file = root / "annotations" / f"instances_{split}.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": SHAPE_CATEGORIES}))
     return ann_file
+
+
+# The test session answers in fp32 on every CPU (the default is bf16 on CPUs with bf16 units for files whose bf16 check
+# passed): conftest sets it for every process the tests start, and ``offline`` loads files the same way. Tests of bf16
+# and of the runtime choice set their own settings.
+TEST_RUNTIME = InferenceSettings(precision=FP32)
+TEST_ENV = {TEST_RUNTIME.env_name("precision"): TEST_RUNTIME.precision}
+
+
+def offline(path: str | Path, task: str | None = None, **settings: str) -> LoadedModel:
+    """The file loaded in this process as a test server with the same runtime settings would load it."""
+    return LoadedModel.load(path, replace(TEST_RUNTIME, **settings), task)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Offline jobs on Ray: ``python -m service.batch`` and ``eval_coco.py --ray`` on a real multi-node Ray cluster on this
+"""Offline jobs on Ray: ``python -m batch`` and ``eval_coco.py --ray`` on a real multi-node Ray cluster on this
 machine (a head without CPUs and two worker nodes of one CPU each), compared with a real ``bentoml serve``.
 
 The answers are the service's for the same files; unreadable, truncated and huge files are error rows; an actor
@@ -25,7 +25,7 @@ from tests.helpers import REPO_ROOT, UPLOAD_LIMIT, encode, tiny_png_declaring
 pytest.importorskip("ray", reason="optional extra resnet-lab[batch]")
 import pyarrow.parquet as pq  # noqa: E402  (comes with the batch extra)
 
-from service.batch import inputs  # noqa: E402
+from batch import inputs  # noqa: E402
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 # Two actors of half a CPU, decode tasks of half a CPU: the pool spreads over both one-CPU worker nodes and decoding
@@ -90,11 +90,11 @@ def actor_processes(cluster) -> list[psutil.Process]:
 
 
 def batch_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "service.batch", *args]
+    return [sys.executable, "-m", "batch", *args]
 
 
 def run_batch(*args: str) -> subprocess.CompletedProcess:
-    """``python -m service.batch ARGS`` from the repo root, as users run it."""
+    """``python -m batch ARGS`` from the repo root, as users run it."""
     env = {**os.environ, **RAY_ENV}
     return subprocess.run(batch_command(*args), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -170,8 +170,8 @@ def test_inputs_are_folders_globs_lists_and_uris(tmp_path) -> None:
 
 
 def test_mistakes_are_refused_before_ray_starts_and_the_command_says_them_in_one_line(tmp_path, small_photos) -> None:
-    from service.batch.command import main
-    from service.batch.job import BatchError
+    from batch.command import main
+    from batch.job import BatchError
 
     not_onnx = tmp_path / "model.onnx"
     not_onnx.write_bytes(b"not a model")
@@ -180,7 +180,7 @@ def test_mistakes_are_refused_before_ray_starts_and_the_command_says_them_in_one
     photos, output = str(small_photos[0].parent), str(tmp_path / "answers.parquet")
     cases = {
         "no such file": ["--model", str(tmp_path / "none.onnx"), "--input", photos, "--output", output],
-        "ONNX Runtime cannot load it": ["--model", str(not_onnx), "--input", photos, "--output", output],
+        "ONNX Runtime cannot open it": ["--model", str(not_onnx), "--input", photos, "--output", output],
         "--top-k must be between 1 and 10": ["--top-k", "11", "--input", photos, "--output", output],
         "--max-detections must be between 1 and 1000": ["--max-detections", "0", "--input", photos, "--output", output],
         "already exists; remove it or name another": ["--input", photos, "--output", str(taken)],
@@ -307,7 +307,7 @@ def test_eval_coco_on_ray_scores_the_same_as_one_process(ray_cluster, coco_detec
     from tests.test_detection_serving import exported
 
     coco, keep_all = data_dir / "coco", ["--score-threshold", "0"]
-    detector = exported(coco_detector, tmp_path / "coco.onnx", "--no-register", *keep_all)["output"]
+    detector = exported(coco_detector, tmp_path / "coco.onnx", *keep_all)["output"]
     script = REPO_ROOT / "detection" / "eval_coco.py"
     common = [sys.executable, str(script), "--onnx", str(detector), "--coco-root", str(coco), *keep_all]
     cluster = ["--ray", "--address", ray_cluster.address, *POOL]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from report import readme
-from service.settings import Settings, env_name
+from service.settings import Settings
 from service.shutdown import SETTLE_SECONDS
 from tests.manifests import KUBERNETES, one, render
 from tests.server import REPO_ROOT, drain_timeout_s
@@ -70,11 +70,11 @@ def test_manifests_agree_with_the_service(layout: str) -> None:
 
     # a stopped pod answers what it accepted: preStop's pause, the lame duck, settling and the image's drain bound
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    lame_duck = int(env[env_name("lame_duck_seconds")])
+    lame_duck = int(env[Settings.env_name("lame_duck_seconds")])
     assert pod["spec"]["terminationGracePeriodSeconds"] >= pause + lame_duck + SETTLE_SECONDS + drain_timeout_s() + 5
     assert pause >= 5 and deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
-    keys = env[env_name("api_keys")]  # a file in the mounted Secret, re-read when the Secret changes
+    keys = env[Settings.env_name("api_keys")]  # a file in the mounted Secret, re-read when the Secret changes
     volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
     (mount,) = [m for m in container["volumeMounts"] if "secret" in volumes[m["name"]]]
     assert keys.startswith("@" + mount["mountPath"] + "/") and mount["readOnly"]
@@ -83,7 +83,7 @@ def test_manifests_agree_with_the_service(layout: str) -> None:
 def test_gpu_overlay_asks_for_a_gpu_and_cuda() -> None:
     (container,) = one(render(KUBERNETES / "gpu"), "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {variable["name"]: variable["value"] for variable in container["env"]}
-    assert env[env_name("providers")].split(",")[0] == "CUDAExecutionProvider"
+    assert env[Settings.env_name("providers")].split(",")[0] == "CUDAExecutionProvider"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
@@ -91,7 +91,7 @@ def test_model_volume_overlay_serves_a_file_from_the_volume() -> None:
     resources = render(KUBERNETES / "model-volume")
     pod = one(resources, "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    model = {variable["name"]: variable["value"] for variable in container["env"]}[env_name("model")]
+    model = {variable["name"]: variable["value"] for variable in container["env"]}[Settings.env_name("model")]
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "models"]
     assert model.startswith(mount["mountPath"] + "/") and model.endswith(".onnx") and mount["readOnly"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "models"]

@@ -16,7 +16,7 @@ from pycocotools.cocoeval import COCOeval
 from detection import eval_coco
 from detection.coco_eval import METRIC_KEYS
 from tests.helpers import REPO_ROOT
-from training.errors import UsageError
+from toolkit.errors import UsageError
 
 
 @pytest.fixture(scope="module")

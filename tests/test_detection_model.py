@@ -17,8 +17,8 @@ from detection.data import CategoryMap, CocoDetectionDataset
 from detection.model import build_detector, fold_batchnorm, fresh_backbone, prepare_backbone
 from detection.recipes import RECIPES, DetectionRecipe, get_recipe
 from models import create_model
+from toolkit.errors import UsageError
 from training.classifier import load_classifier_checkpoint
-from training.errors import UsageError
 
 
 def test_recipes_follow_the_paper():

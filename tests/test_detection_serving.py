@@ -21,13 +21,11 @@ from detection.checkpoint import load_detection_checkpoint
 from export import detector as detection_export
 from export.command import main as export_main
 from export.onnx_file import sha256_of
-from service import imaging
-from service.contract import DETECTION
-from service.runtime import OnnxModel
-from service.settings import Settings
+from inference import imaging
+from inference.contract import DETECTION
 from tests.fuzz_requests import request as fuzz_request
-from tests.helpers import BAD_INPUTS, SHAPE_CATEGORIES, SHIPPED_COCO, UPLOAD_LIMIT, burst, encode, metric
-from training.errors import UsageError
+from tests.helpers import BAD_INPUTS, SHAPE_CATEGORIES, SHIPPED_COCO, UPLOAD_LIMIT, burst, encode, metric, offline
+from toolkit.errors import UsageError
 
 SHAPES_AP_TOLERANCE = 0.005
 
@@ -86,7 +84,7 @@ def test_a_mismatching_export_writes_nothing(shapes_detector, tmp_path, monkeypa
 
     monkeypatch.setattr(detection_export, "export_detector_onnx", shifted)
     with pytest.raises(UsageError, match="verification FAILED"):
-        exported(shapes_detector, tmp_path / "detector.onnx", "--no-register")
+        exported(shapes_detector, tmp_path / "detector.onnx")
     assert not list(tmp_path.iterdir())
 
 
@@ -174,7 +172,7 @@ def test_overload_is_a_json_503_and_the_server_recovers(serve, shapes_onnx, phot
     # for it, four budgets, so all but those that find the slot free must be refused. Decoding and uploading a
     # photo takes a fraction of a detection, so the uploads reach the slot far closer together than one detection.
     payloads = [path.read_bytes() for path in photos]
-    model = OnnxModel.load(shapes_onnx["output"], Settings(), DETECTION)
+    model = offline(shapes_onnx["output"], DETECTION)
     seconds = []
     for data in payloads:
         pixels = imaging.to_chw(imaging.load_rgb(data))
@@ -195,10 +193,10 @@ def test_overload_is_a_json_503_and_the_server_recovers(serve, shapes_onnx, phot
         assert detect(client, payloads[1]).status_code == 200  # recovered: the slot is free again
 
 
-def test_without_a_detector_detect_is_a_503_that_says_how(serve, photos) -> None:
+def test_without_a_detector_detect_is_a_404_that_says_how(serve, photos) -> None:
     with serve("") as client:
         response = client.post("/detect", files={"image": ("a.jpg", photos[0].read_bytes())})
-        assert response.status_code == 503 and "RESNET_LAB_DETECTOR" in response.json()["error"]
+        assert response.status_code == 404 and "RESNET_LAB_DETECTOR" in response.json()["error"]
         assert client.get("/info").json()["detector"] is None
         assert client.post("/classify", files={"image": ("a.jpg", photos[0].read_bytes())}).status_code == 200
 
@@ -237,7 +235,7 @@ def test_checkpoint_onnx_and_server_score_the_same_ap(
 def test_real_coco_val_runs_through_all_three_paths(coco_detector, coco_train_root, serve, tmp_path, bentoml_home):
     # an 8-iteration detector scores low: the graph and the evaluation keep every detection so COCOeval has work
     coco, keep_all = coco_train_root, ["--score-threshold", "0"]
-    detector = exported(coco_detector, tmp_path / "coco.onnx", "--no-register", *keep_all)["output"]
+    detector = exported(coco_detector, tmp_path / "coco.onnx", *keep_all)["output"]
     checkpoint = [*keep_all, "--checkpoint", str(coco_detector / "checkpoints" / "last.pt")]
     results = {
         "checkpoint": evaluated(checkpoint, coco, tmp_path / "checkpoint"),

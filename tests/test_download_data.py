@@ -23,10 +23,11 @@ from pycocotools.coco import COCO
 from torchvision.datasets import CIFAR10
 
 from tests.helpers import REPO_ROOT, SHIPPED_COCO
-from training import data_folder, download_data
+from toolkit import data_folder
+from toolkit.errors import UsageError
+from training import download_data
 from training.cifar10 import load_cifar10
 from training.download_data import Source, Sources
-from training.errors import UsageError
 
 LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -25,7 +25,7 @@ OVER_HTTP = 50  # of which are sent to the server
 def exported(trained_cifar_run, tmp_path_factory) -> Path:
     run, _ = trained_cifar_run
     output = tmp_path_factory.mktemp("e2e") / "model.onnx"
-    export_main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output), "--no-register"])
+    export_main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output)])
     return output
 
 

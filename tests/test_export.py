@@ -16,10 +16,10 @@ import torch
 from export import classifier as exporter
 from export.command import main as export_main
 from export.onnx_file import Destination, Verification, sha256_of
-from service.contract import ModelMetadata
+from inference.contract import ModelMetadata
 from tests.helpers import BIN
+from toolkit.errors import UsageError
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
-from training.errors import UsageError
 
 
 def _session(path) -> ort.InferenceSession:
@@ -113,6 +113,6 @@ def test_cli_errors_are_readable(tmp_path, cifar_checkpoint, torchvision_state_d
     with pytest.raises(UsageError, match="no images"):
         export_main(
             ["--checkpoint", str(cifar_checkpoint), "--output", str(tmp_path / "m.onnx")]
-            + ["--verify-images", str(tmp_path), "--no-register"]
+            + ["--verify-images", str(tmp_path)]
         )
     assert not (tmp_path / "m.onnx").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import imaging
+from inference import imaging
 from tests import decode_quality as decode_check
 from tests import uploads
 from training.cifar10 import load_cifar10

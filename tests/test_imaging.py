@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from service import imaging
+from inference import imaging
 
 
 @pytest.mark.parametrize(("resize", "crop"), [(256, 224), (32, 32), (40, 32)])

@@ -12,10 +12,11 @@ import pytest
 
 from export import int8
 from export.command import main as export_main
-from service.imaging import preprocess
-from service.runtime import DEFAULT_MODEL
+from inference.contract import DEFAULT_MODEL
+from inference.imaging import preprocess
+from tests.helpers import offline
+from toolkit.errors import UsageError
 from training.cifar10 import load_cifar10
-from training.errors import UsageError
 
 
 def props(path) -> dict[str, str]:
@@ -65,18 +66,20 @@ def test_checkpoint_exported_as_int8_is_served_and_says_so(trained_cifar_run, se
     run, _ = trained_cifar_run
     output = tmp_path / "model.onnx"
     report = export_main(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output", str(output),
-                         "--no-register", "--quantize", "int8", "--calibration-images", "256",
+                         "--quantize", "int8", "--calibration-images", "256",
                          "--min-agreement", "0", "--min-top5", "0"])  # fmt: skip
     assert report["precision"] == "int8" and report["verify_int8"]["images"] == 300
     assert json.loads(props(output)["quantization"])["format"].endswith("in 7 bits (reduce_range)")
-    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     with serve(output) as client:
         info = client.get("/info").json()
-        assert info["precision"] == "int8" and info["model"] == "cifar_resnet20"
+        runs = info["runtime"]
+        assert runs["precision"] == "int8" and info["model"] == "cifar_resnet20"
+        assert "timed at load" in runs["reason"] and "per batch of 8" in runs["reason"]  # the faster runtime won
+        session = offline(output, runtime=runs["runtime"])  # the runtime the server chose for it on this CPU
         for path in small_photos[:10]:
             answer = client.post("/classify", files={"image": ("x.jpg", path.read_bytes())}, data={"top_k": "10"})
             served = {p["index"]: p["score"] for p in answer.json()["predictions"]}
-            logits = session.run(["logits"], {"images": preprocess(path, 32, 32)[None]})[0][0].astype(np.float64)
-            offline = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-            # the same file, ORT build and CPU, one image per run on both sides: the same probabilities
-            assert np.allclose([served[index] for index in range(10)], offline, rtol=0, atol=1e-6)
+            logits = session.logits(preprocess(path, 32, 32)[None])[0].astype(np.float64)
+            expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            # the same file, runtime and CPU, one image per run on both sides: the same probabilities
+            assert np.allclose([served[index] for index in range(10)], expected, rtol=0, atol=1e-6)

@@ -14,9 +14,9 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from service import answers, imaging
+from inference import answers, imaging
 from tests.conftest import PROTOCOL_MAX_IMAGES
-from tests.helpers import encode
+from tests.helpers import encode, offline
 
 CLASSIFIER = "cifar_resnet20"
 
@@ -27,10 +27,10 @@ def client_of(server: httpx.Client) -> triton.InferenceServerClient:
 
 
 def offline_logits(onnx_file: str, files: list[Path]) -> np.ndarray:
-    """ONNX Runtime on the files, through the service's loader (the CIFAR model: 32 px, exact decode)."""
-    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    """The file run here as the test server runs it, on the files through the core's loader (the CIFAR model: 32 px,
+    exact decode)."""
     pixels = np.stack([imaging.preprocess(path.read_bytes(), 32, 32) for path in files])
-    return session.run(["logits"], {"images": pixels})[0]
+    return offline(onnx_file).logits(pixels)
 
 
 def labels_of(onnx_file: str) -> list[str]:
@@ -53,7 +53,10 @@ def test_health_and_metadata_through_tritonclient(vision_server, shapes_onnx) ->
     assert server["name"] == "resnet-lab" and "binary_tensor_data" in server["extensions"]
     metadata = client.get_model_metadata(CLASSIFIER)
     (version,) = metadata["versions"]
-    assert metadata["platform"] == "onnxruntime_onnx"
+    runs = vision_server.get("/info").json()["runtime"]
+    assert metadata["platform"] == {"openvino": "openvino", "onnxruntime": "onnxruntime_onnx"}[runs["runtime"]]
+    assert metadata["parameters"]["precision"] == runs["precision"] == "fp32"  # the test servers' setting
+    assert metadata["parameters"]["runtime"] == f"{runs['runtime']} {runs['version']}"
     assert metadata["inputs"] == [
         {"name": "images", "datatype": "UINT8", "shape": [-1, 3, 32, 32]},
         {"name": "image", "datatype": "BYTES", "shape": [-1]},
@@ -195,7 +198,7 @@ def _files(count: int, data: bytes) -> dict:
         ("top_k true", 400, "top_k"),
         ("top_k above the classes", 400, "top_k must be an integer between 1 and 10"),
         ("unknown output", 400, "unknown outputs ['probabilities']"),
-        ("too many images", 413, f"the limit is {PROTOCOL_MAX_IMAGES}"),
+        ("too many images", 400, f"the limit is {PROTOCOL_MAX_IMAGES}"),
     ],
 )
 def test_v2_mistakes_are_json_4xx(vision_server, small_photos, case: str, status: int, words: str) -> None:

@@ -1,6 +1,8 @@
 """The README's runnable commands work as written, in reading order, on a copy of the repository as a clone has it
 (no data folder): the server block starts the service, and a command followed by a generated output block prints
-that output (the only change: the port, so that tests may run beside a server on 3000)."""
+that output; the published-weights block exports files of torchvision's layout under their published names (random
+weights: nothing is downloaded) and serves them, and its client block talks to that server. The only change: the
+port, so that tests may run beside a server on 3000."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, TEST_ENV
 from tests.server import LocalServer
 
 MARK = re.compile(r"<!-- runnable: (?P<kind>[a-z ]+) -->\n```bash\n(?P<command>.*?)```", re.DOTALL)
 README_PORT = "127.0.0.1:3000"
+AS_USERS_RUN = {name: "" for name in TEST_ENV}  # the defaults users get, not the session's fp32
+BF16_SCORE = 0.02  # how far bf16's scores may lie from fp32's for the shipped model on the README's photo
 
 
 def runnable_blocks(text: str) -> list[tuple[str, str, str | None]]:
@@ -48,7 +53,7 @@ def clone_like_copy(destination: Path) -> Path:
 
 def test_the_readme_has_runnable_blocks_and_each_kind_is_known() -> None:
     blocks = runnable_blocks((REPO_ROOT / "README.md").read_text())
-    assert [kind for kind, _, _ in blocks] == ["server", "output follows"]
+    assert [kind for kind, _, _ in blocks] == ["server", "output follows", "published weights", "client"]
     assert all(shown is not None for kind, _, shown in blocks if kind == "output follows")
 
 
@@ -57,10 +62,10 @@ def test_the_readme_quick_start_works_as_written(tmp_path: Path) -> None:
     if not (REPO_ROOT / ".venv" / "bin" / ".installed").is_file():
         pytest.skip("needs the .venv that `make` installs")
     work = clone_like_copy(tmp_path / "clone")
-    env = {"BENTOML_HOME": str(tmp_path / "bentoml"), "RESNET_LAB_DATA": str(tmp_path / "no-data")}
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml"), "RESNET_LAB_DATA": str(tmp_path / "no-data"), **AS_USERS_RUN}
     server = None
     try:
-        for kind, command, shown in runnable_blocks((REPO_ROOT / "README.md").read_text()):
+        for kind, command, shown in runnable_blocks((REPO_ROOT / "README.md").read_text())[:2]:  # the quick start
             if kind == "server":
                 server = LocalServer(
                     ["bash", "-c", command], {**env, "PORT": "{port}"}, tmp_path / "serve.log", cwd=work
@@ -74,9 +79,64 @@ def test_the_readme_quick_start_works_as_written(tmp_path: Path) -> None:
             answer, expected = json.loads(result.stdout), json.loads(shown)
             assert answer["model"] == expected["model"]
             assert [p["index"] for p in answer["predictions"]] == [p["index"] for p in expected["predictions"]]
+            # the README shows fp32's answer; a CPU with bf16 units answers in bf16 (the model's check allows it)
+            served = httpx.get(f"{server.url}/info").json()["runtime"]["precision"]
             assert [p["score"] for p in answer["predictions"]] == pytest.approx(
-                [p["score"] for p in expected["predictions"]], abs=1e-6
+                [p["score"] for p in expected["predictions"]], abs=1e-6 if served == "fp32" else BF16_SCORE
             )
     finally:
         if server is not None:
             server.stop()
+
+
+def published_files(folder: Path) -> None:
+    """torchvision's ResNet-50 and Faster R-CNN (random weights, torchvision's own modules: their real layouts) under
+    the names of the published files the README exports."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), folder / "resnet50-11ad3fa6.pth")
+    detector = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    torch.save(detector.state_dict(), folder / "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the README's commands use curl: apt-get install curl")
+def test_the_readme_published_weights_commands_work_as_written(tmp_path: Path) -> None:
+    if not (REPO_ROOT / ".venv" / "bin" / ".installed").is_file():
+        pytest.skip("needs the .venv that `make` installs")
+    work = clone_like_copy(tmp_path / "clone")
+    published_files(work)
+    activated = {"PATH": f"{REPO_ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}  # source .venv/bin/activate
+    env = {
+        **os.environ,
+        **activated,
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "RESNET_LAB_DATA": str(tmp_path / "no"),
+    }
+    blocks = {kind: command for kind, command, _ in runnable_blocks((REPO_ROOT / "README.md").read_text())}
+    *exports, serve = blocks["published weights"].splitlines()
+    for command in exports:  # as written: no --arch, no --resize-size, no data folder
+        result = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "photos shipped in tests/data" in result.stdout  # the export says what it verified on
+    assert (
+        "resize 232 crop 224"
+        in subprocess.run(  # the V2 file's transform, from its name
+            ["bash", "-c", exports[0]], cwd=work, env=env, capture_output=True, text=True, timeout=900
+        ).stdout
+    )
+    with LocalServer(["bash", "-c", serve], {**env, "PORT": "{port}"}, tmp_path / "serve.log", cwd=work) as server:
+        info = httpx.get(f"{server.url}/info").json()
+        assert info["weights"]["weights"] == "ResNet50_Weights.IMAGENET1K_V2" and not info["weights"]["published"]
+        assert info["detector"]["model"] == "faster_rcnn_resnet50_fpn"
+        curl, evaluate = blocks["client"].splitlines()
+        for command in (curl, evaluate):
+            command = command.replace(README_PORT, f"127.0.0.1:{server.port}")
+            result = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True,
+                                    timeout=900)  # fmt: skip
+            assert result.returncode == 0, result.stderr[-2000:]
+            if command.startswith("curl"):
+                assert json.loads(result.stdout)["model"] == "faster_rcnn_resnet50_fpn"
+            else:
+                assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in result.stdout

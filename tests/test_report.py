@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from inference.contract import DEFAULT_MODEL, DEFAULT_MODEL_DIR
 from report import modelcard, provenance, runrecord
 from report import reproduction as report
-from service.contract import DEFAULT_MODEL, DEFAULT_MODEL_DIR
-from training.errors import UsageError
+from toolkit.errors import UsageError
 
 
 def _fake_run(folder: Path, errors: list[tuple[float, float]]) -> Path:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from export import classifier as exporter
 from export.onnx_file import sha256_of
-from service import imaging
+from inference import imaging
 from tests.helpers import BAD_INPUTS, REPO_ROOT, UPLOAD_LIMIT, burst, encode, image_batch, metric
 from training import imagenet
 from training.classifier import classifier_from_checkpoint, load_classifier_checkpoint
@@ -63,14 +63,16 @@ def test_info_health_and_metrics(imagenet_server: httpx.Client) -> None:
     assert info["model"] == "resnet18" and info["num_labels"] == 1000
     assert (info["resize_size"], info["crop_size"]) == (256, 224)
     assert info["decode"] == "fast"  # large JPEGs decoded at reduced scale: it keeps the answers at 224 px
-    assert info["providers"] and info["providers"][-1] == "CPUExecutionProvider"
-    if not os.path.exists("/dev/nvidia0"):
-        assert info["providers"] == ["CPUExecutionProvider"]  # ORT's "available" list lies; we show the real one
+    runs = info["runtime"]
+    assert runs["precision"] == "fp32" and runs["reason"]  # the test servers' setting, and why this runtime
+    if not os.path.exists("/dev/nvidia0"):  # ONNX Runtime's "available" list lies about CUDA; the choice does not
+        assert (runs["runtime"], runs["device"]) == ("openvino", "CPU")
+        assert runs["inference_precision"] == "f32"  # what OpenVINO compiled with, not its bf16 default
     assert imagenet_server.post("/info").json()["model"] == "resnet18"
     for path in ("/healthz", "/livez", "/readyz", "/metrics"):
         assert imagenet_server.get(path).status_code == 200, path
     log = imagenet_server.log_path.read_text()  # type: ignore[attr-defined]
-    assert "providers in use ['CPUExecutionProvider']" in log or "CUDAExecutionProvider" in log
+    assert f"{runs['runtime']} {runs['version']} on {runs['device']} in fp32 ({runs['reason']})" in log
     assert "Failed to load library libonnxruntime_providers_cuda" not in log
 
 
@@ -241,8 +243,8 @@ def test_missing_model_is_a_clear_startup_error(tmp_path) -> None:
 
 def test_model_store_tag_resolves_to_the_exported_file(cifar_export, bentoml_home) -> None:
     tag = cifar_export["bento_model"]
-    code = "import os; from service.runtime import resolve_model; print(resolve_model(os.environ['RESNET_LAB_MODEL']))"
-    env = {**os.environ, "RESNET_LAB_MODEL": tag, "BENTOML_HOME": str(bentoml_home)}
+    code = "import os; from inference.model_files import resolve_model; print(resolve_model(os.environ['MODEL']))"
+    env = {**os.environ, "MODEL": tag, "BENTOML_HOME": str(bentoml_home)}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     resolved = result.stdout.strip()

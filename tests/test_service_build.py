@@ -24,12 +24,13 @@ CUDA_BENTOFILE = Path("deploy/bento/bentofile-cuda.yaml")
 def bentos(tmp_path_factory: pytest.TempPathFactory, cifar_export: dict) -> dict[str, Path]:
     """The CPU and CUDA bentos of a copy of the project (its default model: the test export), by name."""
     project = tmp_path_factory.mktemp("project")
-    (project / "service" / "default_model").mkdir(parents=True)
     shutil.copy(REPO_ROOT / "bentofile.yaml", project)
     shutil.copytree(REPO_ROOT / "deploy" / "bento", project / "deploy" / "bento")
-    for source in (REPO_ROOT / "service").glob("*.py"):
-        shutil.copy(source, project / "service")
-    shutil.copy(cifar_export["output"], project / "service" / "default_model" / "model.onnx")
+    code = shutil.ignore_patterns("__pycache__", "default_model")
+    for package in ("service", "inference", "toolkit"):
+        shutil.copytree(REPO_ROOT / package, project / package, ignore=code)
+    (project / "inference" / "default_model").mkdir()
+    shutil.copy(cifar_export["output"], project / "inference" / "default_model" / "model.onnx")
     (project / "service" / "notes.txt").write_text("not for the bento")
     (project / "training").mkdir()
     (project / "training" / "train.py").write_text("import torch\n")
@@ -57,13 +58,15 @@ def test_bentoml_build_offline(bentos: dict[str, Path]) -> None:
 
     source = bento / "src"
     shipped = sorted(str(path.relative_to(source)) for path in source.rglob("*") if path.is_file())
-    assert "service/default_model/model.onnx" in shipped and "service/shutdown.py" in shipped
-    model = bentos["project"] / "service" / "default_model" / "model.onnx"
-    assert (source / "service" / "default_model" / "model.onnx").read_bytes() == model.read_bytes()
+    assert "inference/default_model/model.onnx" in shipped and "service/shutdown.py" in shipped
+    assert "inference/runtimes/openvino_runtime.py" in shipped and "toolkit/errors.py" in shipped
+    model = bentos["project"] / "inference" / "default_model" / "model.onnx"
+    assert (source / "inference" / "default_model" / "model.onnx").read_bytes() == model.read_bytes()
     assert not any(name.startswith("training") or name.endswith(".txt") for name in shipped), shipped
 
     requirements = (bento / "env" / "python" / "requirements.txt").read_text().lower().split()
     assert "onnxruntime" in requirements and "onnxruntime-gpu" not in requirements and "pillow" in requirements
+    assert "openvino" in requirements  # the CPU image runs OpenVINO
     assert not any(line.startswith("torch") for line in requirements)
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile and "nvidia/cuda" not in dockerfile
@@ -86,7 +89,8 @@ def test_bentofiles_differ_only_in_the_runtime() -> None:
     cuda = yaml.safe_load((REPO_ROOT / CUDA_BENTOFILE).read_text())
     assert cuda["docker"].pop("cuda_version") and cpu["docker"] == cuda["docker"]
     swap = {"onnxruntime": "onnxruntime-gpu"}
-    assert [swap.get(package, package) for package in cpu["python"].pop("packages")] == cuda["python"].pop("packages")
+    cpu_packages = [swap.get(package, package) for package in cpu["python"].pop("packages") if package != "openvino"]
+    assert cpu_packages == cuda["python"].pop("packages")  # the CUDA image runs ONNX Runtime's CUDA provider
     assert cpu == cuda
 
 

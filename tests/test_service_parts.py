@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from bentoml._internal.marshal.dispatcher import Optimizer
 
+from inference.contract import CLASSIFICATION, DETECTION, ContractError, Key, ModelMetadata
+from inference.settings import SettingsError
 from report import readme as readme_blocks
-from service import bentoml_adapter, v2_wire
-from service.contract import CLASSIFICATION, DETECTION, ContractError, Key, ModelMetadata
+from service import bentoml_adapter, settings, v2_wire
 from service.errors import RequestRejected, normalized_error_body
-from service.settings import Settings, SettingsError, markdown_table
+from service.settings import Settings
 from tests.helpers import REPO_ROOT
 
 
@@ -47,9 +48,11 @@ def test_readme_tables_are_generated_from_their_files() -> None:
     for document in readme_blocks.documents():
         text = document.read_text()
         assert readme_blocks.regenerate(text) == text, f"{document} drifted from its sources: `python -m report.readme`"
-    assert markdown_table() in (REPO_ROOT / "docs" / "serving.md").read_text()
-    documented = set(re.findall(r"RESNET_LAB_[A-Z_]+", markdown_table()))
-    used = set(re.findall(r"RESNET_LAB_[A-Z_]+", (REPO_ROOT / "service" / "settings.py").read_text()))
+    assert settings.TABLE.read_text() == Settings.markdown_table() + "\n", "run `python -m service.settings --write`"
+    assert Settings.markdown_table() in (REPO_ROOT / "docs" / "serving.md").read_text()
+    documented = set(re.findall(r"RESNET_LAB_[A-Z_]+", Settings.markdown_table()))
+    sources = [REPO_ROOT / "service" / "settings.py", REPO_ROOT / "inference" / "settings.py"]
+    used = {name for source in sources for name in re.findall(r"RESNET_LAB_[A-Z_]+", source.read_text())}
     assert documented == used
 
 

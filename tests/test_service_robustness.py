@@ -16,7 +16,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from service import imaging
+from inference import imaging
 from tests.fuzz_requests import request as fuzz_request
 from tests.fuzz_requests import small_png
 from tests.helpers import tiny_png_declaring

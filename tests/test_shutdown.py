@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service import shutdown
-from service.settings import env_name
+from service.settings import Settings
 from tests.load_balancer import haproxy_binary
 from tests.rollout import rolling_restart, sigkill_one, sigterm_under_load
 
@@ -30,7 +30,7 @@ def uploads(small_photos: list[Path]) -> list[bytes]:
 def server_env(bentoml_home: Path, lame_duck_seconds: str) -> dict[str, str]:
     """The embedded default model, with a lame-duck period."""
     env = {"BENTOML_HOME": str(bentoml_home), "RESNET_LAB_MODEL": ""}
-    return {**env, env_name("lame_duck_seconds"): lame_duck_seconds}
+    return {**env, Settings.env_name("lame_duck_seconds"): lame_duck_seconds}
 
 
 def test_refusing_new_connections_keeps_established_and_queued_ones() -> None:

@@ -32,13 +32,11 @@ from detection.model import build_detector, fresh_backbone
 from export.command import main as export_main
 from export.detector_parity import match_detections
 from export.torchvision_detector import CATEGORY_NAMES, state_from_torchvision
-from service.contract import DETECTION
-from service.runtime import OnnxModel
-from service.settings import Settings
-from tests.helpers import REPO_ROOT
+from inference.contract import DETECTION
+from tests.helpers import REPO_ROOT, offline
 from tests.torchvision_weights import as_published_v1, coco_images, torchvision_reference, trained_state_dict
+from toolkit.errors import UsageError
 from training.checkpoint import save_checkpoint
-from training.errors import UsageError
 
 V1, V2 = "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"
 FILES = {V1: "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", V2: "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"}
@@ -88,12 +86,16 @@ class Imported:
         """``python -m export --torchvision-state-dict FILE --arch ARCH``'s report."""
         argv = ["--torchvision-state-dict", str(self.path), "--arch", self.arch]
         argv += ["--verify-images", str(self.coco_root / "val2017"), "--verify-count", "1"]
-        return export_main([*argv, "--output", str(self.folder / f"{self.arch}.onnx"), "--no-register"])
+        return export_main([*argv, "--output", str(self.folder / f"{self.arch}.onnx")])
 
     @cached_property
     def ort(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The exported file in ONNX Runtime (the service's session settings) on each image's uint8 pixels."""
-        model = OnnxModel.load(self.onnx["output"], Settings(), DETECTION)
+        """The exported file in ONNX Runtime (fp32, the service's session settings) on each image's uint8 pixels."""
+        return self.run_file("onnxruntime")
+
+    def run_file(self, runtime: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The exported file on ``runtime`` in fp32, as a server of the test settings runs it, on each image."""
+        model = offline(self.onnx["output"], DETECTION, runtime=runtime)
         return [model.detect(self.pixels(image)) for image in self.images]
 
     @staticmethod
@@ -158,10 +160,12 @@ def test_the_paper_layout_would_load_silently_and_detect_otherwise(imported) -> 
     assert not match_detections(as_tuple(case.expected[0]), as_tuple(got))["ok"]
 
 
-def onnx_parity(case: Imported) -> list[dict]:
-    """Per image, the exported file's detections matched with torchvision's (``match_detections``' report)."""
+def onnx_parity(case: Imported, runtime: str = "onnxruntime") -> list[dict]:
+    """Per image, the exported file's detections on ``runtime`` (fp32) matched with torchvision's
+    (``match_detections``' report)."""
+    outputs = case.ort if runtime == "onnxruntime" else case.run_file(runtime)
     reports = []
-    for expected, (boxes, scores, labels) in zip(case.expected, case.ort, strict=True):
+    for expected, (boxes, scores, labels) in zip(case.expected, outputs, strict=True):
         got = (torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels))
         reports.append(match_detections(as_tuple(expected), got, iou_min=ONNX_IOU, score_tol=ONNX_SCORE,
                                         nms_thresh=0.5, cap=100))  # fmt: skip
@@ -180,6 +184,14 @@ def test_the_onnx_file_detects_as_torchvision(imported, arch) -> None:
     assert props["model_name"] == f"faster_rcnn_resnet50_{'fpn' if arch == V1 else 'fpn_v2'}"
     reports = onnx_parity(case)
     print(f"{arch} ONNX vs torchvision: {reports}")
+    assert all(report["ok"] and report["matched"] == report["torch"] == report["ort"] for report in reports), reports
+
+
+@pytest.mark.parametrize("arch", [V1, V2])
+def test_the_onnx_file_on_openvino_fp32_detects_as_torchvision(imported, arch) -> None:
+    # the same bar as ONNX Runtime's: every detection found, IoU >= 0.995, score within 5e-3
+    reports = onnx_parity(imported[arch], "openvino")
+    print(f"{arch} OpenVINO fp32 vs torchvision: {reports}")
     assert all(report["ok"] and report["matched"] == report["torch"] == report["ort"] for report in reports), reports
 
 
@@ -237,7 +249,8 @@ def test_one_server_detects_as_the_file_and_scores_what_it_serves(
 ) -> None:
     case = imported[V1]
     classifier = torchvision_classifier("resnet50")[1]["output"]  # the V2 ResNet-50 import beside the detector
-    with serve(classifier, RESNET_LAB_DETECTOR=case.onnx["output"]) as client:
+    # ONNX Runtime in fp32: the served answers are those of the file in ORT to the last digit, hence torchvision's AP
+    with serve(classifier, RESNET_LAB_DETECTOR=case.onnx["output"], RESNET_LAB_RUNTIME="onnxruntime") as client:
         photo = case.coco_root / "val2017" / f"{case.image_ids[0]:012d}.jpg"
         answer = client.post("/classify", files={"image": (photo.name, photo.read_bytes())})
         assert answer.status_code == 200 and client.get("/info").json()["model"] == "resnet50"

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from models import create_model
+from toolkit import cifar10 as cifar_files
+from toolkit.errors import UsageError
 from training import cifar10, evaluate, plot, train
 from training.classifier import load_classifier_checkpoint
-from training.errors import UsageError
 from training.recipes import RECIPES, get_recipe
 from training.schedule import PaperSchedule
 from training.steps import GraphedTrainStep, train_step
@@ -89,6 +90,28 @@ def test_cifar_loader_reads_the_real_files(cifar_dir):
     assert float(mean.std()) > 0.005  # a per-pixel image, not one value per channel
 
 
+def test_every_form_of_cifar10_reads_the_same(cifar_dir, tmp_path):
+    # the data folder's form (in CI the JPEG copies' archive), that archive unpacked, and the official python layout
+    # written from the same images: the trainer, the evaluator and the exporters read each one the same way
+    images, labels = cifar_files.read_split(cifar_dir, "test")
+    unpacked = tmp_path / "jpegs"
+    for data, label in cifar_files.encoded(cifar_dir, "test")[:200]:
+        folder = unpacked / "test" / cifar_files.CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{len(list(folder.iterdir())):04d}.jpg").write_bytes(data)
+    python = tmp_path / "python" / cifar_files.PYTHON_FOLDER
+    python.mkdir(parents=True)
+    for name in (*cifar_files.TRAIN_FILES, cifar_files.TEST_FILE):
+        batch = {"data": images.reshape(len(images), -1), "labels": labels.tolist()}
+        (python / name).write_bytes(pickle.dumps(batch))
+    from_python = cifar10.load_cifar10(tmp_path / "python", train=False)
+    assert torch.equal(from_python.images, torch.from_numpy(images))
+    assert torch.equal(from_python.labels, torch.from_numpy(labels))
+    first, first_labels = cifar_files.read_split(unpacked, "test")
+    assert len(first) == 200 and (first_labels == 0).all()  # the first 200 of the first class, in file order
+    assert (first == images[labels == 0][:200]).all()
+
+
 def test_augmentation_is_pad_crop_flip():
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     mean = torch.rand(3, 32, 32)
@@ -112,7 +135,7 @@ def test_missing_or_wrong_data_exits_clearly_and_writes_nothing(tmp_path):
         train.main([*args, "--data-dir", str(tmp_path / "wrong")])
     folder = tmp_path / "broken" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    for name in (*cifar10.TRAIN_FILES, cifar10.TEST_FILE):
+    for name in (*cifar_files.TRAIN_FILES, cifar_files.TEST_FILE):
         (folder / name).write_bytes(b"\x80\x04truncated")
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(index) for index in range(10)]}))
     with pytest.raises(UsageError, match="cannot read CIFAR-10 file .*data_batch_1"):

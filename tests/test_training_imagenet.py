@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from toolkit.errors import UsageError
 from training import evaluate, imagenet, train
 from training.classifier import load_classifier_checkpoint
-from training.errors import UsageError
 from training.steps import count_errors
 
 

@@ -30,7 +30,7 @@ from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from service import imaging
+from inference import imaging
 from tests.helpers import calibrate
 
 # The weights each ResNet is published with at its best: file names and the eval transform they document (V1: resize

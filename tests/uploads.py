@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from service import imaging
+from inference import imaging
 
 PHONE_SIZE = (4032, 3024)  # a 12-megapixel phone photo
 

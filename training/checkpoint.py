@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.atomic import atomic_write
-from training.errors import UsageError
+from toolkit.atomic import atomic_write
+from toolkit.errors import UsageError
 
 
 def read_torch_state(path: str | os.PathLike, what: str, how_to_get: str, map_location: Any = "cpu") -> Any:

@@ -1,31 +1,24 @@
-"""CIFAR-10 from the standard ``cifar-10-batches-py`` pickle folder, held as uint8 tensors.
+"""CIFAR-10 for training and evaluation, held as uint8 tensors: any form ``toolkit.cifar10`` reads (the official
+python archive or folder, the data folder's JPEG copies), so the trainer, the evaluator and the exporters take the
+same inputs.
 
-Our own reader because ``torchvision.datasets.CIFAR10`` refuses any file whose md5 differs from the
-official download. The paper's augmentation (4-pixel zero pad, random 32x32 crop, horizontal flip) runs on
-whole batches as tensor ops, on whatever device holds the images: no per-image Python, no loader workers.
+Our own reader because ``torchvision.datasets.CIFAR10`` refuses any file whose md5 differs from the official
+download. The paper's augmentation (4-pixel zero pad, random 32x32 crop, horizontal flip) runs on whole batches as
+tensor ops, on whatever device holds the images: no per-image Python, no loader workers.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from training.errors import UsageError
+from toolkit import cifar10 as cifar_files
+from toolkit.errors import UsageError
 
-FOLDER = "cifar-10-batches-py"
-TRAIN_FILES = tuple(f"data_batch_{index}" for index in range(1, 6))
-TEST_FILE = "test_batch"
-META_FILE = "batches.meta"
-HOW_TO_GET = (
-    "get it with `make data` (the official archive, unpacked as data/cifar10/cifar-10-batches-py: pass "
-    "--data-dir data/cifar10) or unpack the official cifar-10-python.tar.gz into DIR"
-)
 PAD = 4
 DATA_CAVEAT = (
     "our CIFAR-10 is the complete real set (50,000 training and 10,000 test images, the official split), but its "
@@ -57,61 +50,15 @@ class CifarSplit:
         return CifarSplit(self.images.to(device), self.labels.to(device))
 
 
-def find_cifar_folder(data_dir: str | Path) -> Path:
-    """``data_dir`` itself or ``data_dir/cifar-10-batches-py``, checked for every file; UsageError otherwise."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UsageError(f"CIFAR-10 data folder not found: {data_dir}. Expected {data_dir}/{FOLDER}/; {HOW_TO_GET}")
-    folder = data_dir if (data_dir / META_FILE).is_file() else data_dir / FOLDER
-    missing = [name for name in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise UsageError(
-            f"{data_dir} does not hold the CIFAR-10 python layout: {folder} lacks {', '.join(missing)} "
-            f"(expected {FOLDER}/data_batch_1..5, test_batch, batches.meta); {HOW_TO_GET}"
-        )
-    return folder
-
-
-def _read_pickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as stream:
-            return pickle.load(stream, encoding="latin1")
-    except Exception as error:  # truncated, not a pickle, ...
-        raise UsageError(
-            f"cannot read CIFAR-10 file {path} ({error.__class__.__name__}: {error}); it is truncated or not a "
-            f"CIFAR-10 batch; {HOW_TO_GET}"
-        ) from None
-
-
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    batch = _read_pickle(path)
-    try:
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch["labels"], dtype=np.int64)
-    except (KeyError, TypeError, ValueError) as error:
-        raise UsageError(f"{path} is not a CIFAR-10 batch (needs 'data' and 'labels': {error}); {HOW_TO_GET}") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise UsageError(f"{path}: expected data N x 3072 uint8 and N labels, got {data.shape}; {HOW_TO_GET}")
-    if labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
-        raise UsageError(f"{path}: labels outside 0..9; {HOW_TO_GET}")
-    return data.reshape(-1, 3, 32, 32), labels
-
-
 def read_label_names(data_dir: str | Path) -> list[str]:
-    """Class names, index order, from ``batches.meta``."""
-    meta = _read_pickle(find_cifar_folder(data_dir) / META_FILE)
-    names = meta.get("label_names") if isinstance(meta, dict) else None
-    if not isinstance(names, list) or len(names) != 10:
-        raise UsageError(f"{find_cifar_folder(data_dir) / META_FILE} lacks 10 label_names; {HOW_TO_GET}")
-    return [str(name) for name in names]
+    """Class names, index order (CIFAR-10's own); ``UsageError`` when ``data_dir`` holds no CIFAR-10."""
+    cifar_files.locate(data_dir)
+    return list(cifar_files.CLASSES)
 
 
 def load_cifar10(data_dir: str | Path, train: bool) -> CifarSplit:
     """The 50,000 training or 10,000 test images as uint8 tensors."""
-    folder = find_cifar_folder(data_dir)
-    batches = [_read_batch(folder / name) for name in (TRAIN_FILES if train else (TEST_FILE,))]
-    images = np.concatenate([images for images, _ in batches])
-    labels = np.concatenate([labels for _, labels in batches])
+    images, labels = cifar_files.read_split(data_dir, "train" if train else "test")
     return CifarSplit(torch.from_numpy(images), torch.from_numpy(labels))
 
 

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from models.registry import FAMILY_INPUTS
-from training.errors import UsageError
+from toolkit.errors import UsageError
 
 from . import cifar10, imagenet
 from .distributed import Context, shard

@@ -13,7 +13,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from training.errors import UsageError
+from toolkit.errors import UsageError
+from training.settings import Launch
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,8 @@ def setup(device: str | None, fixed_input_sizes: bool = True) -> Context:
     On CPU, denormals are flushed (they slow training from scratch ~10x); on CUDA with ``fixed_input_sizes``,
     cuDNN picks its fastest kernels once.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    launch = Launch.from_env()
+    world_size, rank, local_rank = launch.world_size, launch.rank, launch.local_rank
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if chosen.type == "cuda":
         if not torch.cuda.is_available():

@@ -32,14 +32,14 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import download_url, extract_archive
 from tqdm import tqdm
 
-from training import cli
-from training.atomic import atomic_write_text
-from training.cifar10 import FOLDER as CIFAR_FOLDER
-from training.cifar10 import META_FILE, TEST_FILE, TRAIN_FILES
-from training.data_folder import DATA_ENV
-from training.errors import UsageError
+from toolkit import cli
+from toolkit.atomic import atomic_write_text
+from toolkit.cifar10 import META_FILE, TEST_FILE, TRAIN_FILES
+from toolkit.cifar10 import PYTHON_FOLDER as CIFAR_FOLDER
+from toolkit.data_folder import DATA_ENV
+from toolkit.errors import UsageError
+from training.settings import MIRROR_ENV, mirror_from_env
 
-MIRROR_ENV = "RESNET_LAB_DATA_MIRROR"
 DEFAULT_COCO_VAL_IMAGES = 100  # about 16 MB of photos; the annotation archive itself is 242 MB
 COCO_VAL_ANNOTATIONS = "annotations/instances_val2017.json"  # inside the archive and in the data folder's coco/
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument(
         "--mirror",
-        default=os.environ.get(MIRROR_ENV),
+        default=mirror_from_env(),
         help=f"base URL serving the same paths as the original hosts (default: ${MIRROR_ENV}, else the originals)",
     )
     parser.add_argument("--timeout", type=float, default=30, help="seconds without an answer before a download fails")

@@ -19,12 +19,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from training.errors import UsageError
+from toolkit.errors import UsageError
 
-from . import cli, distributed
+from . import distributed
 from .checkpoint import rng_state, save_checkpoint, seed_everything, set_rng_state
 from .distributed import Context
 from .run_folder import RunFolder, append_row
+from .settings import RunOptions, run_options
 
 # A step's statistics: sums over its images (e.g. "loss", "error") and "images", the count; device tensors.
 StepStats = dict[str, torch.Tensor]
@@ -120,18 +121,23 @@ class Plan:
 
 
 def start(
-    options: cli.RunOptions, run: RunFolder, load: Callable[[Path], dict[str, Any]], extra: tuple[str, ...] = ()
+    options: RunOptions,
+    recipe: str,
+    run: RunFolder,
+    load: Callable[[Path], dict[str, Any]],
+    extra: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The checkpoint ``--resume`` continues (None for a new run) and the run-changing options that are set (the
-    shared ``cli.RUN_OPTIONS`` and the trainer's ``extra``; on resume ``options`` already holds the recorded ones)."""
+    """The checkpoint a resumed run continues (None for a new run) and the run-changing options that are set (the
+    shared ``settings.RUN_OPTIONS`` and the trainer's ``extra``; on resume ``options`` already holds the recorded
+    ones). ``recipe``: the recipe's name, which a resumed checkpoint must have been trained with."""
     run.check_start(options.resume)
-    given = cli.run_options(options, extra)
+    given = run_options(options, extra)
     if not options.resume:
         return None, given
     resumed = load(run.last)
     trained = resumed.get("recipe", {}).get("name")
-    if trained != options.recipe:
-        raise UsageError(f"--resume: {run.last} was trained with recipe {trained!r}; pass --recipe {trained}")
+    if trained != recipe:
+        raise UsageError(f"cannot resume {run.last} with recipe {recipe!r}: it was trained with recipe {trained!r}")
     return resumed, {**resumed["run"]["overrides"], **given}
 
 

@@ -15,10 +15,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from models import model_info
-from training.errors import UsageError
+from toolkit import cli
+from toolkit.atomic import atomic_write_text
+from toolkit.errors import UsageError
 
-from . import cifar10, cli, distributed, imagenet
-from .atomic import atomic_write_text
+from . import cifar10, distributed, imagenet
 from .classifier import classifier_from_checkpoint, load_classifier_checkpoint
 from .data import decode_errors_as_exit
 from .steps import count_errors

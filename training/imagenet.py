@@ -17,9 +17,9 @@ from PIL import Image
 from torchvision.datasets import DatasetFolder
 from torchvision.transforms import v2
 
+from inference import imaging
 from models.registry import FAMILY_INPUTS
-from service import imaging
-from training.errors import UsageError
+from toolkit.errors import UsageError
 
 CLASSES_FILE = Path(__file__).with_name("imagenet_classes.tsv")
 EXTENSIONS = (".jpeg", ".jpg", ".png")

@@ -13,9 +13,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
-from training.errors import UsageError
+from toolkit import cli  # noqa: E402
+from toolkit.errors import UsageError
 
-from . import cli  # noqa: E402
 from .run_folder import METRICS_FILE, TRAIN_LOG_FILE, read_rows  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from training.errors import UsageError
+from toolkit.errors import UsageError
 
 CIFAR_DEPTHS_RESNET = (20, 32, 44, 56, 110, 1202)
 CIFAR_DEPTHS_PLAIN = (20, 32, 44, 56, 110)

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.errors import UsageError
-
-from .atomic import atomic_write_text
+from toolkit.atomic import atomic_write_text
+from toolkit.errors import UsageError
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_LOG_FILE = "train_log.jsonl"

@@ -20,21 +20,23 @@ from torch import nn
 
 from models import create_model, model_info
 from models.preprocess import NormalizedClassifier
-from training.errors import UsageError
+from toolkit import cli
+from toolkit.errors import UsageError
 
-from . import cli, distributed, engine
+from . import distributed, engine, flags
 from .classifier import FORMAT, load_classifier_checkpoint
 from .data import TrainData, cifar10_data, imagenet_data
 from .recipes import LR_SCHEDULES, RECIPES, STEP_SCHEDULE_EPOCHS, Recipe, get_recipe
 from .run_folder import RunFolder
 from .schedule import PaperSchedule
+from .settings import RunOptions
 from .steps import GraphedTrainStep, count_errors, train_step
 
-TRAINER_RUN_OPTIONS = ("epochs", "lr_schedule")  # run-changing flags of this trainer besides ``cli.RUN_OPTIONS``
+TRAINER_RUN_OPTIONS = ("epochs", "lr_schedule")  # run-changing flags of this trainer besides ``settings.RUN_OPTIONS``
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainOptions(cli.RunOptions):
+class TrainOptions(RunOptions):
     """One classification run: the recipe, the data and how to run it (``python -m training.train`` flags)."""
 
     recipe: str
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"ImageNet: plateau (paper) or step (/10 at fixed epochs of {STEP_SCHEDULE_EPOCHS}, scaled to --epochs) "
         "(default: the recipe's)",
     )
-    cli.add_run_arguments(parser)
+    flags.add_run_arguments(parser)
     parser.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile the training forward/backward"
     )
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI: parse the flags (``--resume`` alone takes the rest from the run folder), train; the last metrics row."""
     args = build_parser().parse_args(argv)
     recorded = engine.recorded_options(args.output_dir, load_classifier_checkpoint) if args.resume else None
-    return train(cli.options_from_args(TrainOptions, args, recorded))
+    return train(flags.options_from_args(TrainOptions, args, recorded))
 
 
 def train(options: TrainOptions) -> dict[str, Any]:
@@ -168,7 +170,9 @@ def train(options: TrainOptions) -> dict[str, Any]:
 
 def _train(options: TrainOptions, context: distributed.Context) -> dict[str, Any]:
     run = RunFolder(options.output_dir)
-    resumed, overrides = engine.start(options, run, load_classifier_checkpoint, extra=TRAINER_RUN_OPTIONS)
+    resumed, overrides = engine.start(
+        options, options.recipe, run, load_classifier_checkpoint, extra=TRAINER_RUN_OPTIONS
+    )
     recipe, settings = resolve_run(get_recipe(options.recipe), overrides)
     engine.seed_process(settings["seed"], context)
     data = load_data(recipe, settings, options, context)

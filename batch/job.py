@@ -1,12 +1,12 @@
 """An offline job on Ray Data: the model's metadata, the options checked, the pipeline, the output written.
 
-Reading and decoding run as Ray tasks with the service's image loader (``service.batch.workers.decode_batch``); each
-actor of a fixed pool holds one ONNX Runtime session (``Answerer``); the output has one row per input file
-(``workers.SCHEMA``). Fault tolerance is Ray's, configured here on purpose: a decode task whose worker dies runs
-again (at most ``TASK_RETRIES`` times); a dead actor is restarted without limit and the batch it was answering goes
-to it again (at most ``TASK_RETRIES`` times, so a batch that kills its actor every time fails the job instead of
-looping); Ray Data hands each block on once, and a folder's parts are named by write task, so a retried write
-replaces its own file: every input is written exactly once.
+Reading and decoding run as Ray tasks with the inference core's image loader (``batch.workers.decode_batch``); each
+actor of a fixed pool holds one model session (``Answerer``: the runtime its ``InferenceSettings`` pick on its
+node); the output has one row per input file (``workers.SCHEMA``). Fault tolerance is Ray's, configured here on
+purpose: a decode task whose worker dies runs again (at most ``TASK_RETRIES`` times); a dead actor is restarted
+without limit and the batch it was answering goes to it again (at most ``TASK_RETRIES`` times, so a batch that kills
+its actor every time fails the job instead of looping); Ray Data hands each block on once, and a folder's parts are
+named by write task, so a retried write replaces its own file: every input is written exactly once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -28,24 +28,27 @@ import ray.data
 from pyarrow import fs
 from ray.util.annotations import RayDeprecationWarning
 
-from service.answers import MAX_DETECTIONS
-from service.batch import inputs
-from service.batch.workers import SCHEMA, Answerer, Answering, Decoding, decode_batch
-from service.contract import CLASSIFICATION, DEFAULT_MODEL, DETECTION, ContractError, ModelMetadata
-from service.imaging import fast_decode_keeps_answers
-from service.runtime import open_session
-from service.settings import Settings
+from batch import inputs
+from batch.workers import SCHEMA, Answerer, Answering, Decoding, decode_batch
+from inference.answers import MAX_DETECTIONS
+from inference.contract import CLASSIFICATION, DEFAULT_MODEL, DETECTION, ModelMetadata
+from inference.imaging import fast_decode_keeps_answers
+from inference.model_files import ModelNotFound
+from inference.model_files import read_metadata as read_file_metadata
+from inference.settings import InferenceSettings
+from toolkit.errors import UsageError
 
 logger = logging.getLogger("resnet_lab.batch")
 
 TASK_RETRIES = 3  # a decode task whose worker died, or an actor's batch whose actor died, runs again this often
 BATCH_SIZES = {CLASSIFICATION: 64, DETECTION: 4}  # rows per block: one ORT call / per-image ORT calls
+MAX_FILE_BYTES = 20 * 1024 * 1024  # larger files are error rows (the server's default upload limit)
 ROWS_PER_PART = 100_000  # a folder output's parts hold at least this many rows (the last one fewer)
 LOCAL = "local"  # ray.init's address for a new Ray instance on this machine
 CONNECT_SECONDS = 10  # how long a cluster's head may take to accept a TCP connection
 
 
-class BatchError(Exception):
+class BatchError(UsageError):
     """A mistake the user can fix (a bad option value, a missing model, an unreachable Ray); the message says what
     to do."""
 
@@ -58,14 +61,13 @@ class Options:
     address: str = ""  # empty: a new local Ray; "auto", "HOST:PORT" or "ray://HOST:10001": that cluster
     actors: int | None = None  # None: as many as fit (``pool_size``)
     batch_size: int | None = None  # None: BATCH_SIZES of the model's task
-    cpus_per_actor: float = 1.0  # its whole CPUs (at least one) are the actor's ONNX Runtime threads
+    cpus_per_actor: float = 1.0  # its whole CPUs (at least one) are the actor's runtime threads
     cpus_per_task: float = 1.0
     gpus_per_actor: float = 0.0
     answering: Answering = field(default_factory=Answering)
-    exact_decode: bool = False
-    max_file_bytes: int = Settings.max_upload_bytes
-    max_image_pixels: int = Settings.max_image_pixels
+    max_file_bytes: int = MAX_FILE_BYTES
     rows_per_part: int = ROWS_PER_PART
+    inference: InferenceSettings = field(default_factory=InferenceSettings)  # threads: each actor's whole CPUs
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,9 @@ def read_metadata(path: Path) -> ModelMetadata:
     if not path.is_file():
         raise BatchError(f"--model {path}: no such file; export one with `python -m export ... --output model.onnx`")
     try:
-        session = open_session(path, Settings(ort_threads=1, providers="CPUExecutionProvider"))
-        return ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, str(path))
-    except ContractError as error:
-        raise BatchError(str(error)) from None
-    except Exception as error:  # ORT's own exception types for files that are not ONNX at all
-        raise BatchError(f"--model {path}: ONNX Runtime cannot load it ({error.__class__.__name__})") from None
+        return read_file_metadata(path)
+    except ModelNotFound as error:
+        raise BatchError(f"--model {error}") from None
 
 
 def check(options: Options, metadata: ModelMetadata) -> None:
@@ -183,10 +182,10 @@ def dataset(paths: list[str], options: Options, metadata: ModelMetadata) -> ray.
     decoding = Decoding(
         task=task,
         max_file_bytes=options.max_file_bytes,
-        max_image_pixels=options.max_image_pixels,
+        max_image_pixels=options.inference.max_image_pixels,
         resize_size=metadata.resize_size,
         crop_size=metadata.crop_size,
-        fast=not options.exact_decode and fast_decode_keeps_answers(metadata.crop_size),
+        fast=not options.inference.exact_decode and fast_decode_keeps_answers(metadata.crop_size),
     )
     model = ray.put(options.model.read_bytes())  # shipped to every actor: nodes need no copy of the file
     blocks = max(1, math.ceil(len(paths) / batch_size))
@@ -210,7 +209,7 @@ def dataset(paths: list[str], options: Options, metadata: ModelMetadata) -> ray.
                 "model": model,
                 "task": task,
                 "answering": options.answering,
-                "threads": max(1, math.floor(options.cpus_per_actor)),  # whole CPUs
+                "inference": replace(options.inference, threads=max(1, math.floor(options.cpus_per_actor))),
                 "gpu": options.gpus_per_actor > 0,
             },
             compute=ray.data.ActorPoolStrategy(size=min(pool_size(options), blocks)),  # no idle actors

@@ -1,104 +1,19 @@
-"""Command-line flags every resnet-lab tool names the same way, and recipe fields as typed flags."""
+"""The trainers' command lines: ``RunOptions`` as flags (``add_run_arguments``, ``options_from_args``) and recipe
+fields as typed flags (``add_recipe_arguments``, ``recipe_overrides``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.errors import UsageError
+from toolkit import cli
+from toolkit.errors import UsageError
 
-WORKERS = 4  # data-loading processes per training or evaluation process, in every tool
-COCO_ENV = "RESNET_LAB_COCO"  # where --coco-root points when it is not given
-# The flags of ``add_run_arguments`` that change a run; on --resume the checkpoint's values hold unless given again.
-RUN_OPTIONS = ("batch_size", "lr", "seed", "max_train_samples", "val_split")
-
-
-USAGE_EXIT_CODE = 2  # what argparse exits with on a bad flag; a UsageError exits the same way
-
-
-def entry_point(main: Callable[[], object]) -> None:
-    """Run a command's ``main()``: a ``UsageError`` becomes one line on stderr (``error: ...``) and exit code 2."""
-    try:
-        main()
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(USAGE_EXIT_CODE) from None
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows each flag's default once and keeps the description's line breaks (usage examples).
-
-    A real default is appended as ``(default: VALUE)``. An unset one (None, off, empty) is not shown: where leaving
-    the flag out means something, its help ends with ``(default: WHAT)`` in words.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        unset = action.default is None or action.default is False or action.default == ""
-        if unset or "(default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device`` and ``--workers``."""
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
-    parser.add_argument(
-        "--workers", type=int, default=WORKERS, help=f"data-loading processes per process (default: {WORKERS})"
-    )
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--max-eval-samples``."""
-    parser.add_argument(
-        "--max-eval-samples", type=int, help="evaluate on the first N images only, for smoke runs (default: all)"
-    )
-
-
-def add_coco_root_argument(parser: argparse.ArgumentParser) -> None:
-    """``--coco-root``, read from ``$RESNET_LAB_COCO`` when not given."""
-    current = os.environ.get(COCO_ENV)
-    parser.add_argument(
-        "--coco-root",
-        default=current,
-        help="COCO folder holding annotations/ and the split folders "
-        f"(default: ${COCO_ENV}, {'now ' + current if current else 'unset now'})",
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """What both trainers take (``add_run_arguments`` makes one flag of each). None: the recipe's value."""
-
-    output_dir: Path
-    resume: bool = False  # continue OUTPUT_DIR/checkpoints/last.pt, with the options it recorded
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int | None = None
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    val_split: int | None = None
-    log_every: int = 20
-    stop_after_epochs: int | None = None
-    device: str | None = None
-    workers: int = WORKERS
-
-    def recorded(self) -> dict[str, Any]:
-        """The options a checkpoint keeps, so that ``--resume`` alone continues the run (plain values)."""
-        per_invocation = {"output_dir", "resume", "stop_after_epochs"}
-        return {
-            name: str(value) if isinstance(value, Path) else value
-            for name, value in dataclasses.asdict(self).items()
-            if name not in per_invocation
-        }
-
+from .settings import RunOptions
 
 Options = typing.TypeVar("Options", bound=RunOptions)
 
@@ -140,7 +55,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-train-samples", type=int, help="train on a fixed subset of this many images (default: all)"
     )
-    add_eval_arguments(parser)
+    cli.add_eval_arguments(parser)
     parser.add_argument(
         "--val-split",
         type=int,
@@ -155,13 +70,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="end this invocation after N more epochs; --resume goes on (default: run to the end)",
     )
-    add_device_arguments(parser)
+    cli.add_device_arguments(parser)
     parser.set_defaults(workers=None)  # unset, so a resumed run keeps its own
-
-
-def run_options(options: RunOptions, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The run-changing options that are set: ``RUN_OPTIONS`` and a trainer's ``extra`` ones."""
-    return {name: getattr(options, name) for name in RUN_OPTIONS + extra if getattr(options, name) is not None}
 
 
 def _flag_type(annotation: Any) -> tuple[type, bool]:

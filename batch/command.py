@@ -1,11 +1,13 @@
-"""``python -m service.batch``: offline classification or detection of many files on Ray, the service's answers.
+"""``python -m batch``: offline classification or detection of many files on Ray, the service's answers.
 
-    python -m service.batch --input photos/ --output answers.parquet                    # a local Ray on this machine
-    python -m service.batch --model detector.onnx --input s3://bucket/photos/ --output s3://bucket/answers/ \\
+    python -m batch --input photos/ --output answers.parquet                    # a local Ray on this machine
+    python -m batch --model detector.onnx --input s3://bucket/photos/ --output s3://bucket/answers/ \\
         --address auto                                                                # an existing Ray cluster
 
-One row per input file: ``path``, ``answer`` (the JSON that ``/classify`` or ``/detect`` gives for that file) and
-``error`` (null, or why the file has no answer: a bad file never stops the job). ``NAME.parquet`` is one file
+The model runs on the runtime and in the precision the server would pick (``RESNET_LAB_RUNTIME``,
+``RESNET_LAB_PRECISION``; each actor decides on its own node's CPU or GPU). One row per input file: ``path``,
+``answer`` (the JSON that ``/classify`` or ``/detect`` gives for that file) and ``error`` (null, or why the file has
+no answer: a bad file never stops the job). ``NAME.parquet`` is one file
 written by this process; any other ``--output`` is a folder of parts written by the cluster (on a cluster: a
 shared folder or a URI). Inputs and outputs on a cluster must be readable and writable from every node.
 """
@@ -13,21 +15,23 @@ shared folder or a URI). Inputs and outputs on a cluster must be readable and wr
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from service.batch.job import BATCH_SIZES, ROWS_PER_PART, Options, Summary, run
-from service.batch.workers import Answering
-from service.contract import CLASSIFICATION, DEFAULT_MODEL, DETECTION
-from service.settings import Settings
+from batch.job import BATCH_SIZES, ROWS_PER_PART, Options, Summary, run
+from batch.workers import Answering
+from inference.contract import CLASSIFICATION, DEFAULT_MODEL, DETECTION
+from inference.settings import InferenceSettings
+from toolkit.cli import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (defaults of the decode rule and limits from the service's ``RESNET_LAB_*`` settings)."""
-    settings = Settings.from_env()
+    """The command line (the decode rule's defaults from the ``RESNET_LAB_*`` variables, as the server's)."""
+    settings = InferenceSettings.from_env()
     parser = argparse.ArgumentParser(
-        prog="python -m service.batch",
+        prog="python -m batch",
         description=__doc__,
-        formatter_class=lambda prog: _HelpFormatter(prog, width=120),
+        formatter_class=lambda prog: HelpFormatter(prog, width=120),
     )
     parser.add_argument(
         "--model",
@@ -44,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--actors",
         type=int,
-        help="actors, each with one ORT session (default: as many as the cluster holds beside one decode task)",
+        help="actors, each with one model session (default: as many as the cluster holds beside one decode task)",
     )
     parser.add_argument(
         "--batch-size",
@@ -56,13 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpus-per-actor",
         type=float,
         default=Options.cpus_per_actor,
-        help="CPUs each actor holds (its whole CPUs, at least one, are its ORT threads)",
+        help="CPUs each actor holds (its whole CPUs, at least one, are its runtime threads)",
     )
     parser.add_argument(
         "--cpus-per-task", type=float, default=Options.cpus_per_task, help="CPUs each decode task holds"
     )
     parser.add_argument(
-        "--gpus-per-actor", type=float, default=Options.gpus_per_actor, help="GPUs each actor holds (ORT's CUDA)"
+        "--gpus-per-actor",
+        type=float,
+        default=Options.gpus_per_actor,
+        help="GPUs each actor holds (ONNX Runtime's CUDA)",
     )
     parser.add_argument("--top-k", type=int, default=Answering.top_k, help="classifier: classes per answer")
     parser.add_argument(
@@ -78,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode every pixel of large JPEGs (default: $RESNET_LAB_EXACT_DECODE, as the service)",
     )
     parser.add_argument(
-        "--max-file-bytes", type=int, default=settings.max_upload_bytes, help="larger files are error rows"
+        "--max-file-bytes", type=int, default=Options.max_file_bytes, help="larger files are error rows"
     )
     parser.add_argument(
         "--max-image-pixels", type=int, default=settings.max_image_pixels, help="larger images are error rows"
@@ -89,20 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown once, the description's line breaks kept (``training.cli.HelpFormatter``'s rule; ``service``
-    imports nothing else of the project)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        unset = action.default is None or action.default is False or action.default == ""
-        if unset or "(default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def main(argv: list[str] | None = None) -> Summary:
     """CLI: run the job, print where its rows went."""
     args = build_parser().parse_args(argv)
+    settings = InferenceSettings.from_env()  # RESNET_LAB_RUNTIME, RESNET_LAB_PRECISION, ...: as the server
     options = Options(
         model=args.model or DEFAULT_MODEL,
         address=args.address,
@@ -112,10 +109,9 @@ def main(argv: list[str] | None = None) -> Summary:
         cpus_per_task=args.cpus_per_task,
         gpus_per_actor=args.gpus_per_actor,
         answering=Answering(args.top_k, args.score_threshold, args.max_detections),
-        exact_decode=args.exact_decode,
         max_file_bytes=args.max_file_bytes,
-        max_image_pixels=args.max_image_pixels,
         rows_per_part=args.rows_per_part,
+        inference=replace(settings, exact_decode=args.exact_decode, max_image_pixels=args.max_image_pixels),
     )
     summary = run(args.input, args.output, options)
     print(f"wrote {summary.rows:,} rows ({summary.errors:,} errors) to {summary.output} in {summary.seconds:.1f} s")

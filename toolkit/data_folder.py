@@ -2,26 +2,25 @@
 
 The data folder is ``$RESNET_LAB_DATA``, else ``../shared/data`` beside the repository. It holds some of these
 datasets (``DATASETS``); ``python -m training.download_data`` (``make data``) writes a folder of the same layout from
-the public originals. A dataset that is not there is a ``DataMissing`` error naming it and how to get it.
+the public originals. A dataset that is not there is a ``DataMissing`` error naming it and how to get it. Every clone
+also has 13 real photos of its own (``SHIPPED_PHOTOS``), which checks fall back to without a data folder.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.errors import UsageError
+from toolkit.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "RESNET_LAB_DATA"  # the data folder
-REQUIRE_ENV = "RESNET_LAB_REQUIRE_DATA"  # 1: the test suite fails, rather than skips, where a dataset is missing
+SHIPPED_PHOTOS = REPO_ROOT / "tests" / "data" / "coco" / "val2017"  # real COCO photos in git (tests/data/README.md)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CIFAR_JPEG_ARCHIVE = "cifar10/cifar-10-jpeg.tar.gz"  # the shared folder's JPEG copies (MANIFEST.md there)
 CIFAR_PYTHON_FOLDER = "cifar10/cifar-10-batches-py"  # the official python layout (``make data``)
+CIFAR_PYTHON_ARCHIVE = "cifar10/cifar-10-python.tar.gz"  # the official download, as it comes
 MAKE_DATA = "`make data` (needs a network) and set RESNET_LAB_DATA to the folder it prints"
 
 
@@ -39,7 +38,7 @@ class Dataset:
 
 
 DATASETS = {
-    "cifar10": Dataset("CIFAR-10", (CIFAR_PYTHON_FOLDER, CIFAR_JPEG_ARCHIVE), MAKE_DATA),
+    "cifar10": Dataset("CIFAR-10", (CIFAR_PYTHON_FOLDER, CIFAR_PYTHON_ARCHIVE, CIFAR_JPEG_ARCHIVE), MAKE_DATA),
     "coco_val": Dataset("COCO 2017 val images", ("coco/annotations/instances_val2017.json",), MAKE_DATA),
     "coco_train": Dataset(
         "COCO 2017 train images",
@@ -87,55 +86,28 @@ def coco_val_files(count: int | None = None, root: Path | None = None) -> list[P
     return image_files(locate("coco_val", root).parents[1] / "val2017", count)
 
 
+def real_photos(dataset: str, count: int | None = None) -> tuple[list[Path], str]:
+    """Real photos to check a model on: the data folder's ``dataset`` (``imagenet_samples`` or ``coco_val``), else
+    the photos shipped in ``tests/data``; (files, where they came from, in words)."""
+    finders = {"imagenet_samples": imagenet_sample_files, "coco_val": coco_val_files}
+    try:
+        files = finders[dataset](count)
+        return files, f"{len(files)} {DATASETS[dataset].title} of the data folder"
+    except DataMissing:
+        files = image_files(SHIPPED_PHOTOS, count)
+        return files, f"{len(files)} photos shipped in tests/data (no {DATASETS[dataset].title} in a data folder)"
+
+
 def cifar_images(count: int, root: Path | None = None, split: str = "test") -> list[tuple[bytes, str]]:
     """``(encoded image, class name)`` of ``count`` real CIFAR-10 images of ``split`` ("test" or "train"), evenly over
     the classes: the JPEG copies as they are, or the official arrays as PNG (lossless)."""
-    found = locate("cifar10", root)
-    if found.name.endswith(".tar.gz"):
-        return _archive_jpegs(found, count, split)
-    return _batch_pngs(found, count, split)
+    from toolkit import cifar10
 
-
-def _even_share(count: int) -> int:
-    return -(-count // 10)  # images per class, rounded up
-
-
-def _archive_jpegs(archive: Path, count: int, split: str) -> list[tuple[bytes, str]]:
+    share = -(-count // len(cifar10.CLASSES))  # images per class, rounded up
     found: list[tuple[bytes, str]] = []
-    per_class: dict[str, int] = {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or split not in parts or not member.name.lower().endswith(".jpg"):
-                continue
-            label = parts[-2]
-            if per_class.get(label, 0) >= _even_share(count):
-                continue
-            per_class[label] = per_class.get(label, 0) + 1
-            found.append((tar.extractfile(member).read(), label))
-            if len(found) >= count:
-                break
-    return found
-
-
-def _batch_pngs(folder: Path, count: int, split: str) -> list[tuple[bytes, str]]:
-    from PIL import Image
-
-    with open(folder / "batches.meta", "rb") as stream:
-        names = pickle.load(stream, encoding="latin1")["label_names"]
-    files = ["test_batch"] if split == "test" else [f"data_batch_{index}" for index in range(1, 6)]
-    found: list[tuple[bytes, str]] = []
-    per_class: dict[int, int] = {}
-    for name in files:
-        with open(folder / name, "rb") as stream:
-            batch = pickle.load(stream, encoding="latin1")
-        for row, label in zip(batch["data"], batch["labels"], strict=True):
-            if per_class.get(label, 0) >= _even_share(count):
-                continue
-            per_class[label] = per_class.get(label, 0) + 1
-            buffer = io.BytesIO()
-            Image.fromarray(row.reshape(3, 32, 32).transpose(1, 2, 0)).save(buffer, "PNG")
-            found.append((buffer.getvalue(), names[label]))
-            if len(found) >= count:
-                return found
+    per_class = dict.fromkeys(range(len(cifar10.CLASSES)), 0)
+    for data, label in cifar10.encoded(locate("cifar10", root), split):
+        if per_class[label] < share and len(found) < count:
+            per_class[label] += 1
+            found.append((data, cifar10.CLASSES[label]))
     return found

@@ -5,4 +5,4 @@ from __future__ import annotations
 
 class UsageError(Exception):
     """A mistake the user can fix (a missing file, a flag value out of range, data that does not fit): the message
-    names the problem and what to do. ``training.cli.entry_point`` turns it into one line and exit code 2."""
+    names the problem and what to do. ``toolkit.cli.entry_point`` turns it into one line and exit code 2."""

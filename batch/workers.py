@@ -1,8 +1,9 @@
 """What an offline job runs on the Ray cluster: image decoding as tasks, the model in an actor pool. No torch.
 
-Both stages use the service's own parts: ``service.imaging`` decodes exactly as ``/classify`` and ``/detect`` do,
-``service.runtime.OnnxModel`` runs the file, and ``service.answers`` shapes the same JSON answers. A file that
-cannot be read or decoded becomes its row's ``error``; it never fails the task.
+Both stages use the inference core, as the server does: ``inference.imaging`` decodes exactly as ``/classify`` and
+``/detect`` do, ``inference.model.LoadedModel`` runs the file on the runtime the same settings pick (on each actor's
+own hardware), and ``inference.answers`` shapes the same JSON answers. A file that cannot be read or decoded becomes
+its row's ``error``; it never fails the task.
 """
 
 from __future__ import annotations
@@ -17,19 +18,17 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from service import answers, imaging
-from service.batch import inputs
-from service.contract import CLASSIFICATION
-from service.runtime import OnnxModel
-from service.settings import Settings
+from batch import inputs
+from inference import answers, imaging
+from inference.contract import CLASSIFICATION
+from inference.model import LoadedModel
+from inference.settings import InferenceSettings
 
 logger = logging.getLogger("resnet_lab.batch")
 
 # The job's rows: one per input file; ``answer`` is /classify's or /detect's JSON, ``error`` why there is none.
 SCHEMA = pa.schema([("path", pa.string()), ("answer", pa.string()), ("error", pa.string())])
 DECODED = ""  # the decode stage's ``error`` for a file that decoded (the output has null there)
-CPU_ONLY = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -102,18 +101,20 @@ def decode_batch(batch: dict[str, np.ndarray], decoding: Decoding) -> dict[str, 
 
 
 class Answerer:
-    """One ONNX Runtime session per actor; each call answers a decoded batch as the service would."""
+    """One model session per actor; each call answers a decoded batch as the service would."""
 
-    def __init__(self, model: bytes | ray.ObjectRef, task: str, answering: Answering, threads: int, gpu: bool):
+    def __init__(
+        self, model: bytes | ray.ObjectRef, task: str, answering: Answering, inference: InferenceSettings, gpu: bool
+    ) -> None:
         data = ray.get(model) if isinstance(model, ray.ObjectRef) else model
-        with tempfile.TemporaryDirectory(prefix="resnet-lab-batch-") as folder:  # ORT keeps the graph in memory
+        with tempfile.TemporaryDirectory(prefix="resnet-lab-batch-") as folder:  # the runtime keeps it in memory
             path = Path(folder) / "model.onnx"
             path.write_bytes(data)
-            # a GPU actor takes CUDA where the GPU works (runtime.choose_providers), a CPU actor never touches one
-            settings = Settings(ort_threads=threads, providers="" if gpu else CPU_ONLY)
-            self.model = OnnxModel.load(path, settings, task)
-        if gpu and CUDA not in self.model.providers:
-            logger.warning("asked for a GPU, but ONNX Runtime runs on %s", self.model.providers)
+            # a GPU actor takes CUDA where the GPU works, a CPU actor never touches one
+            self.model = LoadedModel.load(path, inference, task, use_gpu=gpu)
+        runs = self.model.describe()
+        if gpu and runs["device"] != "CUDA":
+            logger.warning("asked for a GPU, but the model runs on %s %s", runs["runtime"], runs["device"])
         self.task, self.answering = task, answering
         metadata = self.model.metadata
         self.names = {int(category["id"]): str(category["name"]) for category in metadata.categories}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 ONNX_FILE_NAME = "model.onnx"  # a classifier's file name in a BentoML model-store entry and the default-model folder
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # the classifier shipped with the service
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"  # the classifier shipped with the project
 DEFAULT_MODEL = DEFAULT_MODEL_DIR / ONNX_FILE_NAME
 PRODUCER = "resnet-lab"
 CLASSIFICATION = "classification"
@@ -25,6 +25,7 @@ INPUT_NAMES = {CLASSIFICATION: "images", DETECTION: "image"}  # uint8 RGB [N, 3,
 OUTPUT_NAMES = {CLASSIFICATION: ("logits",), DETECTION: ("boxes", "scores", "labels")}  # labels: COCO category ids
 FP32 = "fp32"  # ``Key.PRECISION`` of a file as exported from PyTorch (also what its absence means)
 INT8 = "int8"  # ``Key.PRECISION`` of a statically quantized file (``export.int8``)
+BF16 = "bf16"  # a precision an fp32 file may run in (OpenVINO on bf16 units), once ``Key.CHECKS`` records it
 
 
 class Key:
@@ -44,6 +45,8 @@ class Key:
     SOURCE_SHA256 = "source_sha256"  # hash of the checkpoint or weights file exported
     PRECISION = "precision"  # INT8 for a quantized file; absent: FP32
     QUANTIZATION = "quantization"  # JSON: how it was quantized and calibrated
+    CHECKS = "precision_checks"  # JSON {"bf16": record}: the file's answers in that precision against fp32's
+    WEIGHTS = "weights"  # JSON: the published weights file it was exported from (``inference.weights``)
 
 
 PARSED_KEYS = (Key.TASK, Key.MODEL_NAME, Key.SOURCE_SHA256, Key.LABELS, Key.RESIZE_SIZE, Key.CROP_SIZE, Key.CATEGORIES)
@@ -106,3 +109,12 @@ class ModelMetadata:
     def json_value(self, key: str, default: Any = None) -> Any:
         """An extra key's JSON value (``recipe``, ``metrics``), ``default`` when absent."""
         return json.loads(self.extra[key]) if key in self.extra else default
+
+    @property
+    def precision(self) -> str:
+        """The file's own precision: ``INT8`` for a quantized file, else ``FP32``."""
+        return self.extra.get(Key.PRECISION, FP32)
+
+    def check(self, precision: str) -> dict[str, Any] | None:
+        """The recorded comparison of this file's answers in ``precision`` with fp32's (``Key.CHECKS``), or None."""
+        return self.json_value(Key.CHECKS, {}).get(precision)

@@ -1,0 +1,264 @@
+"""The runtimes side by side in one run: what each runs ResNet-50 at, what that bounds the server at, what the server
+does, and the detector on each.
+
+One random-weight ResNet-50 exported by ``python -m export`` (the published V2 file's name, so its transform) as fp32
+and as int8, and torchvision's Faster R-CNN R50-FPN layout (random weights) exported the same way. On this machine:
+
+- raw: each setting's session alone on real ImageNet photos, decoded and cropped beforehand, at batch 1 and 8
+  (images/s): ONNX Runtime fp32, OpenVINO fp32 and bf16, ONNX Runtime int8, OpenVINO int8;
+- decode: the server's decode and crop of the same photos (fast decode, two threads: the cores) in images/s; the
+  end-to-end bound of a setting is decode and run sharing the cores, ``1 / (1/decode + 1/raw at batch 8)``;
+- served: a real ``bentoml serve`` per setting (``RESNET_LAB_RUNTIME``, ``RESNET_LAB_PRECISION``; int8 under
+  ``auto``, which times both runtimes at start): multipart ``/classify`` of the photos and v2 ``infer`` of their
+  decoded pixels (UINT8 ``images``, Triton's binary format), each at c=1 and c=8;
+- detect: ``/detect`` at c=1 on real COCO photos (800/1333), seconds per image, per setting.
+
+Cells are interleaved over ``--rounds``; the table shows medians. The load generator shares the two cores. Writes
+``docs/bench/runtimes.json``.
+
+    .venv/bin/python -m bench.runtimes                    # 3 rounds, 64 requests per served cell
+    .venv/bin/python -m bench.runtimes --rounds 1 --requests 32 --detect-images 2    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.http_load import load
+from bench.protocol import post_all
+from export.command import main as export_main
+from inference import imaging
+from inference.contract import BF16, FP32
+from inference.model import LoadedModel
+from inference.runtimes.hardware import cpu_capabilities, cpu_has_bf16
+from inference.settings import AUTO, ONNXRUNTIME, OPENVINO, InferenceSettings
+from report.bench_file import Column, write_results
+from tests.server import bentoml_serve
+from toolkit import cli, data_folder
+from toolkit.errors import UsageError
+
+CLASSIFIER_FILE = "resnet50-11ad3fa6.pth"  # the published V2 file's name: resize 232, crop 224
+DETECTOR_FILE = "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+COLUMNS = [
+    Column("setting", "setting"),
+    Column("raw_b1", "raw img/s b=1", ".1f"),
+    Column("raw_b8", "raw img/s b=8", ".1f"),
+    Column("raw_vs_ort", "raw b=8 / ORT fp32", ".2f", "x"),
+    Column("bound", "end-to-end bound img/s", ".1f"),
+    Column("classify_c1", "/classify c=1", ".1f"),
+    Column("classify_c8", "/classify c=8", ".1f"),
+    Column("classify_vs_bound", "/classify c=8 / bound", ".2f", "x"),
+    Column("v2_c1", "v2 UINT8 c=1", ".1f"),
+    Column("v2_c8", "v2 UINT8 c=8", ".1f"),
+    Column("v2_vs_raw", "v2 c=8 / raw b=8", ".2f", "x"),
+    Column("v2_vs_ort", "v2 c=8 / served ORT fp32", ".2f", "x"),
+    Column("detect_s", "/detect c=1 s/img", ".2f"),
+    Column("detect_vs_ort", "/detect / ORT fp32", ".2f", "x"),
+    Column("served_as", "served as (/info)"),
+]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way to run a file: its name in the table, which file, the runtime settings."""
+
+    name: str
+    file: str  # "fp32", "int8" or "detector"
+    runtime: str
+    precision: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The server's variables for it."""
+        settings = InferenceSettings
+        return {settings.env_name("runtime"): self.runtime, settings.env_name("precision"): self.precision}
+
+
+CLASSIFIER_SETTINGS = (
+    Setting("ONNX Runtime fp32", "fp32", ONNXRUNTIME, FP32),
+    Setting("OpenVINO fp32", "fp32", OPENVINO, FP32),
+    Setting("OpenVINO bf16", "fp32", OPENVINO, BF16),
+    Setting("ONNX Runtime int8", "int8", ONNXRUNTIME, AUTO),
+    Setting("OpenVINO int8", "int8", OPENVINO, AUTO),
+    Setting("int8 file, auto", "int8", AUTO, AUTO),
+)
+DETECTOR_SETTINGS = (
+    Setting("detector, ONNX Runtime fp32", "detector", ONNXRUNTIME, FP32),
+    Setting("detector, OpenVINO fp32", "detector", OPENVINO, FP32),
+    Setting("detector, OpenVINO bf16", "detector", OPENVINO, BF16),
+)
+
+
+def exported_files(work: Path, verify: Path) -> dict[str, Path]:
+    """The random-weight ResNet-50 (fp32 and int8) and Faster R-CNN files, exported as users export them."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), work / CLASSIFIER_FILE)
+    detector = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    torch.save(detector.state_dict(), work / DETECTOR_FILE)
+    files = {"fp32": work / "resnet50.onnx", "int8": work / "resnet50-int8.onnx", "detector": work / "detector.onnx"}
+    export_main(["--torchvision-state-dict", str(work / CLASSIFIER_FILE), "--output", str(files["fp32"])])
+    export_main(["--torchvision-state-dict", str(work / CLASSIFIER_FILE), "--output", str(files["int8"]),
+                 "--quantize", "int8", "--calibration-images", "128"])  # fmt: skip
+    export_main(["--torchvision-state-dict", str(work / DETECTOR_FILE), "--output", str(files["detector"]),
+                 "--verify-images", str(verify), "--verify-count", "2"])  # fmt: skip
+    return files
+
+
+def per_second(run: Callable[[], object], images: int, repeats: int) -> float:
+    """Images per second of ``run`` (which handles ``images``), median of ``repeats`` after one untimed call."""
+    run()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return images / statistics.median(seconds)
+
+
+def raw_rates(setting: Setting, path: Path, pixels: np.ndarray, repeats: int) -> dict[str, float]:
+    """The session alone: images/s at batch 1 and 8."""
+    model = LoadedModel.load(path, InferenceSettings(runtime=setting.runtime, precision=setting.precision))
+    return {
+        "raw_b1": per_second(lambda: [model.logits(pixels[i : i + 1]) for i in range(8)], 8, repeats),
+        "raw_b8": per_second(lambda: model.logits(pixels[:8]), 8, repeats),
+    }
+
+
+def decode_rate(photos: list[bytes], threads: int = 2) -> float:
+    """The server's decode, resize and crop (fast decode, 232/224) on ``threads`` threads: images/s."""
+    with ThreadPoolExecutor(threads) as pool:
+
+        def run() -> None:
+            list(pool.map(lambda data: imaging.preprocess(data, 232, 224, fast=True), photos))
+
+        return per_second(run, len(photos), 3)
+
+
+def v2_pixels(image: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """A v2 request of one image's pixels (UINT8 ``images`` [1, 3, 224, 224]), binary in and out."""
+    header = json.dumps({
+        "inputs": [{"name": "images", "shape": [1, *image.shape], "datatype": "UINT8",
+                    "parameters": {"binary_data_size": image.nbytes}}],
+        "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+    }).encode()  # fmt: skip
+    return header + image.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
+def served_rates(url: str, photos: list[bytes], pixels: np.ndarray, requests: int) -> dict[str, float]:
+    """``/classify`` multipart and v2 UINT8, c=1 and c=8, requests/s (each request one image)."""
+    model = httpx.get(f"{url}/info").json()["model"]
+    route = f"/v2/models/{model}/infer"
+    bodies = [v2_pixels(pixels[index % len(pixels)]) for index in range(requests)]
+    v2 = [lambda body=body: body for body in bodies]
+    rates = {}
+    for concurrency in (1, 8):
+        rates[f"classify_c{concurrency}"] = load(url, "/classify", photos, concurrency, requests)["rps"]
+        rates[f"v2_c{concurrency}"] = requests / asyncio.run(post_all(url, route, v2, concurrency))
+    return rates
+
+
+def detect_seconds(url: str, photos: list[bytes]) -> float:
+    """Seconds per image of ``/detect`` at c=1 (median over the photos)."""
+    seconds = []
+    for data in photos:
+        started = time.perf_counter()
+        answer = httpx.post(f"{url}/detect", files={"image": ("photo.jpg", data)}, timeout=600)
+        if answer.status_code != 200:
+            raise RuntimeError(f"/detect answered {answer.status_code}: {answer.text[:300]}")
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def measure(args: argparse.Namespace, work: Path) -> list[dict]:
+    """Every row of the table (cells interleaved over the rounds, medians)."""
+    photos = [path.read_bytes() for path in data_folder.imagenet_sample_files(args.requests)]
+    coco, _ = data_folder.real_photos("coco_val", args.detect_images)
+    files = exported_files(work, coco[0].parent)
+    pixels = np.stack([imaging.preprocess(data, 232, 224) for data in photos])
+    settings = [s for s in CLASSIFIER_SETTINGS + DETECTOR_SETTINGS if cpu_has_bf16() or s.precision != BF16]
+    found: dict[str, dict[str, list[float]]] = {setting.name: {} for setting in settings}
+    served_as: dict[str, str] = {}
+    decode: list[float] = []
+    env = {"BENTOML_HOME": str(work / "bentoml"), "RESNET_LAB_MAX_IMAGES": "8"}
+    for _ in range(args.rounds):
+        decode.append(decode_rate(photos))
+        for setting in settings:
+            cell = found[setting.name]
+            if setting.file != "detector":
+                for key, value in raw_rates(setting, files[setting.file], pixels, args.repeats).items():
+                    cell.setdefault(key, []).append(value)
+            model = {"RESNET_LAB_DETECTOR": str(files["detector"])} if setting.file == "detector" else {}
+            model["RESNET_LAB_MODEL"] = str(files["fp32" if setting.file == "detector" else setting.file])
+            with bentoml_serve({**env, **setting.env, **model}, work / "serve.log") as server:
+                info = httpx.get(f"{server.url}/info").json()
+                runs = info["detector"]["runtime"] if setting.file == "detector" else info["runtime"]
+                served_as[setting.name] = f"{runs['runtime']} {runs['precision']}"
+                if setting.file == "detector":
+                    detect_seconds(server.url, [data.read_bytes() for data in coco[:1]])  # warm-up
+                    cell.setdefault("detect_s", []).append(detect_seconds(server.url, [p.read_bytes() for p in coco]))
+                else:
+                    load(server.url, "/classify", photos, 8, 16)  # warm-up: the queue's cost model, the runtime
+                    for key, value in served_rates(server.url, photos, pixels, args.requests).items():
+                        cell.setdefault(key, []).append(value)
+            print(setting.name, {key: round(values[-1], 2) for key, values in cell.items()})
+    return rows_of(found, statistics.median(decode), served_as)
+
+
+def rows_of(found: dict[str, dict[str, list[float]]], decode: float, served_as: dict[str, str]) -> list[dict]:
+    """Medians and the ratios the targets are stated in."""
+    medians = {name: {key: statistics.median(values) for key, values in cell.items()} for name, cell in found.items()}
+    ort = medians["ONNX Runtime fp32"]
+    ort_detect = medians["detector, ONNX Runtime fp32"]["detect_s"]
+    rows = [{"setting": "decode and crop (2 threads)", "raw_b8": decode}]
+    for name, cell in medians.items():
+        row = {"setting": name, **cell, "served_as": served_as[name]}
+        if "raw_b8" in cell:
+            row["raw_vs_ort"] = cell["raw_b8"] / ort["raw_b8"]
+            row["bound"] = 1 / (1 / decode + 1 / cell["raw_b8"])
+            row["classify_vs_bound"] = cell["classify_c8"] / row["bound"]
+            row["v2_vs_raw"] = cell["v2_c8"] / cell["raw_b8"]
+            row["v2_vs_ort"] = cell["v2_c8"] / ort["v2_c8"]
+        else:
+            row["detect_vs_ort"] = cell["detect_s"] / ort_detect
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Measure and write ``docs/bench/runtimes.json``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.runtimes", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every cell")
+    parser.add_argument("--requests", type=int, default=64, help="requests per served cell (ImageNet photos)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per raw cell and round")
+    parser.add_argument("--detect-images", type=int, default=4, help="COCO photos per /detect cell")
+    args = parser.parse_args(argv)
+    if min(args.rounds, args.requests, args.repeats, args.detect_images) < 1:
+        raise UsageError("--rounds, --requests, --repeats and --detect-images must be at least 1")
+    rows = measure(args, Path(tempfile.mkdtemp(prefix="bench-runtimes-")))
+    notes = (
+        f"CPU capabilities (OpenVINO): {', '.join(cpu_capabilities())}; medians of {args.rounds} interleaved rounds; "
+        f"raw: real ImageNet photos decoded beforehand; served: {args.requests} requests of one image per cell; "
+        "bound = 1 / (1/decode + 1/raw b=8); random-weight models"
+    )
+    write_results("runtimes", COLUMNS, rows, notes)
+    return rows
+
+
+if __name__ == "__main__":
+    cli.entry_point(main)
