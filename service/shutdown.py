@@ -85,17 +85,23 @@ def _listening_tcp_sockets() -> list[socket.socket]:
 
 
 def refuse_new_connections() -> int:
-    """Drop new connection attempts on every listening TCP socket of this process; returns how many sockets."""
+    """Drop new connection attempts on every listening TCP socket of this process; returns how many sockets. Where
+    the kernel does not let this process attach a socket filter (a container's seccomp profile may not), says so
+    and refuses nothing: uvicorn's own shutdown follows all the same."""
     if not sys.platform.startswith("linux"):
         logger.info("not Linux: new connections are not refused before uvicorn stops")
         return 0
     program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in _DROP_NEW_CONNECTIONS))
     fprog = struct.pack("HL", len(_DROP_NEW_CONNECTIONS), ctypes.addressof(program))
-    sockets = _listening_tcp_sockets()
-    for sock in sockets:
+    refused = 0
+    for sock in _listening_tcp_sockets():
         with sock:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)  # on the socket, so in every process
-    return len(sockets)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)  # on the socket, so in every process
+                refused += 1
+            except OSError as error:
+                logger.warning("cannot refuse new connections (%s): the drain goes on without", error.strerror)
+    return refused
 
 
 def accept_new_connections() -> None:
@@ -113,11 +119,13 @@ def accept_new_connections() -> None:
 
 async def _shut_down(lame_duck_seconds: float, uvicorn_exit: Callable[[int, FrameType | None], Any]) -> None:
     logger.info("SIGTERM: /readyz answers 503; serving %s s more (lame duck), then draining", lame_duck_seconds)
-    await asyncio.sleep(lame_duck_seconds)
-    refused = refuse_new_connections()
-    logger.info("new connections refused on %d listening socket(s); serving those already queued", refused)
-    await asyncio.sleep(SETTLE_SECONDS)
-    uvicorn_exit(signal.SIGTERM, None)  # uvicorn stops listening and waits for the requests in flight
+    try:
+        await asyncio.sleep(lame_duck_seconds)
+        refused = refuse_new_connections()
+        logger.info("new connections refused on %d listening socket(s); serving those already queued", refused)
+        await asyncio.sleep(SETTLE_SECONDS)
+    finally:  # whatever failed before, the server still stops: a worker that never exits waits for its SIGKILL
+        uvicorn_exit(signal.SIGTERM, None)  # uvicorn stops listening and waits for the requests in flight
 
 
 def install(lame_duck_seconds: float) -> bool:

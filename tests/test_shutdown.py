@@ -4,6 +4,8 @@ the requests in flight on it. The scenarios are in ``tests/rollout.py`` (``bench
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
 from pathlib import Path
 
@@ -53,6 +55,19 @@ def test_refusing_new_connections_keeps_established_and_queued_ones() -> None:
         socket.create_connection(address, timeout=5).close()  # a restarted worker takes connections again
         for sock in (established, accepted, queued, late):
             sock.close()
+
+
+def test_the_drain_ends_in_uvicorns_shutdown_even_where_no_filter_can_be_attached(monkeypatch) -> None:
+    # a container's seccomp profile may forbid SO_ATTACH_FILTER (podman's did: EPERM); the server must still exit
+    def forbidden() -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    stopped = []
+    monkeypatch.setattr(shutdown, "refuse_new_connections", forbidden)
+    monkeypatch.setattr(shutdown, "SETTLE_SECONDS", 0)
+    with pytest.raises(PermissionError):
+        asyncio.run(shutdown._shut_down(0, lambda signum, frame: stopped.append(signum)))
+    assert stopped == [signal.SIGTERM]
 
 
 def test_sigterm_under_load_answers_every_connection(bentoml_home: Path, uploads: list[bytes], tmp_path: Path) -> None:
