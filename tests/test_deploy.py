@@ -7,6 +7,7 @@ Validate by hand: ``kubectl kustomize deploy/kubernetes/gpu | kubernetes-validat
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import fields
@@ -19,7 +20,7 @@ from report import readme
 from service.settings import Settings
 from service.shutdown import SETTLE_SECONDS
 from tests.manifests import KUBERNETES, one, render
-from tests.server import REPO_ROOT, drain_timeout_s
+from tests.server import BIN, REPO_ROOT, drain_timeout_s
 
 LAYOUTS = ["base", "gpu", "model-volume"]
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]  # 1.30: the first with preStop's sleep on by default
@@ -87,17 +88,45 @@ def test_gpu_overlay_asks_for_a_gpu_and_cuda() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
-def test_model_volume_overlay_serves_a_file_from_the_volume() -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+def test_model_volume_overlay_mounts_what_the_loader_pod_writes(version: str) -> None:
     resources = render(KUBERNETES / "model-volume")
     pod = one(resources, "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    model = {variable["name"]: variable["value"] for variable in container["env"]}[Settings.env_name("model")]
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "models"]
-    assert model.startswith(mount["mountPath"] + "/") and model.endswith(".onnx") and mount["readOnly"]
+    assert mount["mountPath"] == "/models" and mount["readOnly"]  # RESNET_LAB_MODEL=/models/NAME.onnx rolls one out
     (volume,) = [v for v in pod["volumes"] if v["name"] == "models"]
-    assert volume["persistentVolumeClaim"]["claimName"] == one(resources, "PersistentVolumeClaim")["metadata"]["name"]
+    claim = one(resources, "PersistentVolumeClaim")["metadata"]["name"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim
+    loader = yaml.safe_load((KUBERNETES / "model-volume" / "loader.yaml").read_text())
+    kubernetes_validate.validate(loader, version, strict=True)
+    (writer,) = loader["spec"]["containers"]
+    assert writer["image"] == container["image"] and writer["volumeMounts"][0]["mountPath"] == "/models"
+    assert loader["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": claim}  # read-write
+    context = loader["spec"]["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == (pod["securityContext"]["runAsUser"],
+                                                             pod["securityContext"]["runAsGroup"])  # fmt: skip
 
 
 def test_deploy_page_figures_are_generated_from_their_files() -> None:
     page = (REPO_ROOT / "docs" / "deploy.md").read_text()
     assert readme.regenerate(page) == page, "docs/deploy.md drifted from its sources: run `python -m report.readme`"
+
+
+def test_the_manifests_run_the_images_user_by_number(tmp_path) -> None:
+    # a kubelet can verify runAsNonRoot only for a numeric user: the image ends with USER <uid>:<gid> and the pods run
+    # as those numbers (BentoML's bento user, whose uid the generated Dockerfile states)
+    home = tmp_path / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    built = subprocess.run([str(BIN / "bentoml"), "build", "--output", "tag"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (dockerfile,) = home.glob("bentos/resnet_lab/*/env/docker/Dockerfile")
+    lines = dockerfile.read_text().splitlines()
+    uid = next(line.split("=", 1)[1] for line in lines if line.startswith("ARG BENTO_USER_UID="))
+    gid = next(line.split("=", 1)[1] for line in lines if line.startswith("ARG BENTO_USER_GID="))
+    assert [line for line in lines if line.startswith("USER ")][-1] == f"USER {uid}:{gid}"
+    for layout in LAYOUTS:
+        pod = one(render(KUBERNETES / layout), "Deployment")["spec"]["template"]["spec"]
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] and (context["runAsUser"], context["runAsGroup"]) == (int(uid), int(gid))
