@@ -20,13 +20,25 @@ if ! $ENGINE image inspect "$BASE" >/dev/null 2>&1 && ! timeout 60 $ENGINE pull 
   command -v mmdebstrap >/dev/null || { echo "error: no registry answers for $BASE: install mmdebstrap to build it" >&2; exit 2; }
   echo "building $BASE from Debian bookworm's packages (no registry answers)"
   # What the bento's Dockerfile expects of python:3.11-slim: Python 3.11 with pip (free to install packages), bash,
-  # apt, certificates.
+  # apt, certificates. The builds inside trust what this machine trusts (its CA bundle: behind a TLS-inspecting
+  # proxy, pip and uv reach PyPI only so).
+  BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+  ROOTFS=$(mktemp --suffix=.tar)
+  trap 'rm -f "$ROOTFS"' EXIT
   mmdebstrap --variant=apt --include=python3.11,python3-pip,python3-venv,ca-certificates,bash \
     --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
     --customize-hook='ln -sf python3 "$1"/usr/bin/python' \
-    bookworm - http://deb.debian.org/debian |
-    $ENGINE import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$BASE" >/dev/null
+    --customize-hook='mkdir -p "$1"/usr/local/share/build-host' \
+    --customize-hook="copy-in $BUNDLE /usr/local/share/build-host" \
+    bookworm "$ROOTFS" http://deb.debian.org/debian
+  $ENGINE import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
+    --change "ENV SSL_CERT_FILE=/usr/local/share/build-host/$(basename "$BUNDLE")" \
+    --change "ENV PIP_CERT=/usr/local/share/build-host/$(basename "$BUNDLE")" \
+    --change 'ENV UV_NATIVE_TLS=1' "$ROOTFS" "$BASE" >/dev/null
 fi
 TAG=$($BENTOML build --output tag | tail -n 1 | sed 's/^__tag__://')
-$BENTOML containerize "$TAG" --backend "$ENGINE" --image-tag "$IMAGE" --opt network=host
+# BentoML reads its copy of deploy/bento/Dockerfile.j2 from a temporary build context and refuses a template outside
+# the working directory: the context goes under build/ (git-ignored).
+mkdir -p build/containerize
+TMPDIR=$PWD/build/containerize $BENTOML containerize "$TAG" --backend "$ENGINE" --image-tag "$IMAGE" --opt network=host
 echo "built $IMAGE from $TAG ($ENGINE)"
