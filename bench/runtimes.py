@@ -13,8 +13,8 @@ and as int8, and torchvision's Faster R-CNN R50-FPN layout (random weights) expo
   decoded pixels (UINT8 ``images``, Triton's binary format), each at c=1 and c=8;
 - detect: ``/detect`` at c=1 on real COCO photos (800/1333), seconds per image, per setting.
 
-Cells are interleaved over ``--rounds``; the table shows medians. The load generator shares the two cores. Writes
-``docs/bench/runtimes.json``.
+Cells are interleaved over ``--rounds``; the table shows medians. The raw cells run in a process of their own; the
+load generator shares the two cores with the server. Writes ``docs/bench/runtimes.json``.
 
     .venv/bin/python -m bench.runtimes                    # 3 rounds, 64 requests per served cell
     .venv/bin/python -m bench.runtimes --rounds 1 --requests 32 --detect-images 2    # a quick look
@@ -26,6 +26,8 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +47,7 @@ from inference.model import LoadedModel
 from inference.runtimes.hardware import cpu_capabilities, cpu_has_bf16
 from inference.settings import AUTO, ONNXRUNTIME, OPENVINO, InferenceSettings
 from report.bench_file import Column, write_results
+from report.provenance import REPO_ROOT
 from tests.server import bentoml_serve
 from toolkit import cli, data_folder
 from toolkit.errors import UsageError
@@ -131,12 +134,29 @@ def per_second(run: Callable[[], object], images: int, repeats: int) -> float:
 
 
 def raw_rates(setting: Setting, path: Path, pixels: np.ndarray, repeats: int) -> dict[str, float]:
-    """The session alone: images/s at batch 1 and 8."""
+    """The session alone: images/s at batch 1 and 8 (run in a process of its own: see ``measure``)."""
     model = LoadedModel.load(path, InferenceSettings(runtime=setting.runtime, precision=setting.precision))
     return {
         "raw_b1": per_second(lambda: [model.logits(pixels[i : i + 1]) for i in range(8)], 8, repeats),
         "raw_b8": per_second(lambda: model.logits(pixels[:8]), 8, repeats),
     }
+
+
+def raw_rates_apart(setting: Setting, path: Path, requests: int, repeats: int) -> dict[str, float]:
+    """``raw_rates`` in a fresh interpreter of its own (``--raw-cell``): a runtime's threads left in this process,
+    the load generator's, would take CPU from the servers measured next."""
+    cell = [setting.runtime, setting.precision, str(path), str(requests), str(repeats)]
+    command = [sys.executable, "-m", "bench.runtimes", "--raw-cell", *cell]
+    return json.loads(subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout)
+
+
+def raw_cell(runtime: str, precision: str, path: str, requests: str, repeats: str) -> dict[str, float]:
+    """``--raw-cell``: one setting's raw rates on the first ``requests`` ImageNet photos, printed as JSON."""
+    photos = [file.read_bytes() for file in data_folder.imagenet_sample_files(int(requests))]
+    pixels = np.stack([imaging.preprocess(data, 232, 224) for data in photos])
+    rates = raw_rates(Setting("raw", "", runtime, precision), Path(path), pixels, int(repeats))
+    print(json.dumps(rates))
+    return rates
 
 
 def decode_rate(photos: list[bytes], threads: int = 2) -> float:
@@ -200,7 +220,7 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict]:
         for setting in settings:
             cell = found[setting.name]
             if setting.file != "detector":
-                for key, value in raw_rates(setting, files[setting.file], pixels, args.repeats).items():
+                for key, value in raw_rates_apart(setting, files[setting.file], args.requests, args.repeats).items():
                     cell.setdefault(key, []).append(value)
             model = {"RESNET_LAB_DETECTOR": str(files["detector"])} if setting.file == "detector" else {}
             model["RESNET_LAB_MODEL"] = str(files["fp32" if setting.file == "detector" else setting.file])
@@ -247,7 +267,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--requests", type=int, default=64, help="requests per served cell (ImageNet photos)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per raw cell and round")
     parser.add_argument("--detect-images", type=int, default=4, help="COCO photos per /detect cell")
+    parser.add_argument("--raw-cell", nargs=5, help=argparse.SUPPRESS)  # one raw cell, run apart (raw_rates_apart)
     args = parser.parse_args(argv)
+    if args.raw_cell:
+        return [raw_cell(*args.raw_cell)]
     if min(args.rounds, args.requests, args.repeats, args.detect_images) < 1:
         raise UsageError("--rounds, --requests, --repeats and --detect-images must be at least 1")
     rows = measure(args, Path(tempfile.mkdtemp(prefix="bench-runtimes-")))
