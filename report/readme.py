@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from pathlib import Path
 
 from inference import weights
 from toolkit import cli
@@ -40,6 +41,8 @@ def generate(source: str) -> str:
         return weights.markdown_table()
     if source == "default_model":
         return default_model_line()
+    if source == "runtimes_line":
+        return runtimes_line()
     path = REPO_ROOT / source
     if not path.is_file():
         raise UsageError(f"README block source {source} not found (run the benchmark that writes it)")
@@ -74,6 +77,30 @@ def default_model_line() -> str:
     return (
         f"**{metadata.model_name}: {error:.2f}% test error** on all 10,000 CIFAR-10 test images (paper Table 6: "
         f"{paper_error(metadata.model_name, error)}); the project's bar is {BAR:.1f}%, which this model {verdict}."
+    )
+
+
+RUNTIMES = REPO_ROOT / "docs" / "bench" / "runtimes.json"
+
+
+def runtimes_line(path: Path = RUNTIMES) -> str:
+    """One line: what runs where, and how fast, from ``bench.runtimes``' file."""
+    data = json.loads(path.read_text())
+    rows = {row["setting"]: row for row in data["rows"]}
+    ort, served = rows["ONNX Runtime fp32"], {name: row.get("classify_c8") for name, row in rows.items()}
+    parts = [f"ONNX Runtime fp32 {ort['classify_c8']:.0f}"]
+    for name, label in (("OpenVINO bf16", "OpenVINO bf16"), ("int8 file, auto", "the int8 file")):
+        if name in rows:
+            parts.append(f"{label} {served[name]:.0f} ({served[name] / ort['classify_c8']:.1f}x)")
+    detector = rows.get("detector, OpenVINO bf16") or rows.get("detector, OpenVINO fp32")
+    detect = (
+        f"; `/detect` in {detector['detect_s']:.2f} s instead of {rows['detector, ONNX Runtime fp32']['detect_s']:.2f}"
+    )
+    return (
+        f"On a CPU the server runs OpenVINO (bf16 where the CPU has bf16 units and the file's check passed, int8 files "
+        f"on the faster runtime) and on a GPU ONNX Runtime's CUDA. On {data['machine']}, ResNet-50 answers "
+        f"`/classify` at {', '.join(parts)} images/s{detect} (`python -m bench.runtimes`, "
+        f"[benchmarks](docs/benchmarks.md#runtimes))."
     )
 
 
