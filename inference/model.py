@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from inference.contract import BF16, CLASSIFICATION, DETECTION, INPUT_NAMES, OUTPUT_NAMES, ModelMetadata
-from inference.model_files import read_metadata
+from inference.model_files import ModelNotFound, checked_metadata, read_metadata
 from inference.precision import verdict
-from inference.runtimes import Session, open_session
+from inference.runtimes import Session, compile_aside, open_session
 from inference.runtimes.choice import Plan, plans
 from inference.settings import InferenceSettings
 
@@ -34,19 +35,56 @@ class LoadedModel:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, settings: InferenceSettings, task: str | None = None, use_gpu: bool = True
+        cls,
+        path: str | os.PathLike,
+        settings: InferenceSettings,
+        task: str | None = None,
+        use_gpu: bool = True,
+        cache_dir: str | os.PathLike | None = None,
     ) -> LoadedModel:
         """Open ``path`` as the settings and the machine say (never on a GPU unless ``use_gpu``); a file that is not
         a resnet-lab model (of ``task``) is a ``ModelNotFound``, a setting that cannot be honoured a
-        ``RuntimeUnavailable``."""
+        ``RuntimeUnavailable``. ``cache_dir``: OpenVINO's compiled-model cache (written by the first load of a file,
+        imported by the next with the same settings)."""
         path = Path(path)
         metadata = read_metadata(path, task)
         candidates = plans(metadata, settings, use_gpu)
         if len(candidates) == 1:
             plan = candidates[0]
-            return cls(path, metadata, open_session(path, plan, settings, use_gpu), plan.reason)
-        session, reason = _fastest(path, metadata, candidates, settings)
+            return cls(path, metadata, open_session(path, plan, settings, use_gpu, cache_dir), plan.reason)
+        session, reason = _fastest(path, metadata, candidates, settings, cache_dir)
         return cls(path, metadata, session, reason)
+
+    @classmethod
+    def load_aside(
+        cls, path: str | os.PathLike, settings: InferenceSettings, task: str | None = None, use_gpu: bool = True
+    ) -> LoadedModel:
+        """``load`` for a process that is busy answering: reading the file, choosing its runtime, compiling it and a
+        probe run happen in the low-priority helper (``inference.runtimes.compile_aside``); this process imports
+        the compiled model. A file the helper cannot load is a ``ModelNotFound`` saying why."""
+        path = Path(path)
+        with tempfile.TemporaryDirectory(prefix="resnet-lab-compiled-") as folder:
+            try:
+                prepared = compile_aside.helper().prepare(path, task, settings, use_gpu, Path(folder))
+            except RuntimeError as error:
+                raise ModelNotFound(str(error)) from None
+            metadata = checked_metadata(prepared["props"], path, task)
+            plan = Plan(prepared["runtime"], prepared["precision"], prepared["reason"])
+            return cls(path, metadata, open_session(path, plan, settings, use_gpu, folder), plan.reason)
+
+    def verify(self) -> None:
+        """One probe run on a blank input: the outputs must have the contract's shapes and be finite
+        (``ModelNotFound`` otherwise)."""
+        metadata = self.metadata
+        if metadata.task == CLASSIFICATION:
+            side = metadata.crop_size
+            logits = self.logits(np.zeros((1, 3, side, side), dtype=np.uint8))
+            if logits.shape != (1, len(metadata.labels)) or not np.isfinite(logits).all():
+                raise ModelNotFound(f"{self.path} gave logits of shape {logits.shape} on a probe image")
+        else:
+            boxes, scores, _ = self.detect(np.zeros((3, 64, 64), dtype=np.uint8))
+            if boxes.ndim != 2 or len(boxes) != len(scores) or not np.isfinite(boxes).all():
+                raise ModelNotFound(f"{self.path} gave boxes of shape {boxes.shape} on a probe image")
 
     @property
     def precision(self) -> str:
@@ -82,14 +120,14 @@ def _median_seconds(session: Session, probe: np.ndarray) -> float:
 
 
 def _fastest(
-    path: Path, metadata: ModelMetadata, candidates: list[Plan], settings: InferenceSettings
+    path: Path, metadata: ModelMetadata, candidates: list[Plan], settings: InferenceSettings, cache_dir: str | None
 ) -> tuple[Session, str]:
     """Each candidate's session timed on a batch of ``PROBE_BATCH`` images; the faster one and the timings."""
     side = metadata.crop_size
     probe = np.random.default_rng(0).integers(0, 256, (PROBE_BATCH, 3, side, side), dtype=np.uint8)
     timed = []
     for plan in candidates:
-        session = open_session(path, plan, settings)
+        session = open_session(path, plan, settings, cache_dir=cache_dir)
         timed.append((_median_seconds(session, probe), plan, session))
     timed.sort(key=lambda entry: entry[0])
     (best, plan, session), rest = timed[0], timed[1:]

@@ -56,8 +56,13 @@ def resolve_model(value: str, task: str = CLASSIFICATION, named_by: str = "") ->
 
 
 def read_metadata(path: str | os.PathLike, task: str | None = None) -> ModelMetadata:
-    """The serving metadata of the file at ``path`` (a light ONNX Runtime session, dropped at once); with ``task``,
-    a file of another task is refused."""
+    """The serving metadata of the file at ``path``; with ``task``, a file of another task is refused."""
+    return checked_metadata(read_props(path, task), path, task)
+
+
+def read_props(path: str | os.PathLike, task: str | None = None) -> dict[str, str]:
+    """The file's ``metadata_props`` (a light ONNX Runtime session, dropped at once; ``ModelNotFound`` if ONNX
+    Runtime cannot open it; ``task`` only words the advice)."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)
@@ -69,7 +74,7 @@ def read_metadata(path: str | os.PathLike, task: str | None = None) -> ModelMeta
         raise ModelNotFound(
             f"{path}: ONNX Runtime cannot open it ({str(error)[:200]}); {how_to_get(task or CLASSIFICATION)}"
         ) from None
-    return checked_metadata(session.get_modelmeta().custom_metadata_map, path, task)
+    return session.get_modelmeta().custom_metadata_map
 
 
 def checked_metadata(props: dict[str, str], path: str | os.PathLike, task: str | None = None) -> ModelMetadata:

@@ -28,13 +28,18 @@ class Session(Protocol):
 
 
 def open_session(
-    model: str | os.PathLike | bytes, plan: Plan, settings: InferenceSettings, use_gpu: bool = True
+    model: str | os.PathLike | bytes,
+    plan: Plan,
+    settings: InferenceSettings,
+    use_gpu: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Session:
-    """The file (or its bytes) loaded as ``plan`` says (never on a GPU unless ``use_gpu``)."""
+    """The file (or its bytes) loaded as ``plan`` says (never on a GPU unless ``use_gpu``); ``cache_dir``: where
+    ``inference.runtimes.compile_aside`` compiled it for OpenVINO beforehand."""
     if plan.runtime == OPENVINO:
         from inference.runtimes.openvino_runtime import OpenVinoSession
 
-        return OpenVinoSession(model, settings, plan.precision)
+        return OpenVinoSession(model, settings, plan.precision, cache_dir)
     from inference.runtimes.onnx_runtime import OnnxRuntimeSession
 
     return OnnxRuntimeSession(model, settings, plan.precision, use_gpu)

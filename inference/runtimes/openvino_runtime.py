@@ -23,23 +23,36 @@ HINTS = {
 }  # the precision hint of each precision asked for; anything else runs in f32 (int8 layers as int8)
 
 
+def compile_config(settings: InferenceSettings, precision: str) -> dict[str, Any]:
+    """The CPU plugin's settings for ``precision`` (the same for a compile and for the import of its cache)."""
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": HINTS.get(precision, "f32"), "PERFORMANCE_HINT": "LATENCY"}
+    if settings.threads:
+        config["INFERENCE_NUM_THREADS"] = settings.threads
+    return config
+
+
 class OpenVinoSession:
     """A model file compiled by OpenVINO for the CPU."""
 
     runtime = OPENVINO
 
-    def __init__(self, model: str | os.PathLike | bytes, settings: InferenceSettings, precision: str) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        settings: InferenceSettings,
+        precision: str,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
         core = openvino_core()
         if core is None:
             raise RuntimeError("the openvino package is not installed")
-        config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": HINTS.get(precision, "f32"),
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        if settings.threads:
-            config["INFERENCE_NUM_THREADS"] = settings.threads
-        source = core.read_model(model, b"") if isinstance(model, bytes) else core.read_model(str(model))
-        self.compiled = core.compile_model(source, "CPU", config)
+        config = compile_config(settings, precision)
+        if cache_dir is not None and not isinstance(model, bytes):
+            # a file compiled ahead into cache_dir (``compile_aside``) is imported, not compiled again
+            self.compiled = core.compile_model(str(model), "CPU", {**config, "CACHE_DIR": str(cache_dir)})
+        else:
+            source = core.read_model(model, b"") if isinstance(model, bytes) else core.read_model(str(model))
+            self.compiled = core.compile_model(source, "CPU", config)
         self.precision = precision
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()  # infer requests not in use
 
