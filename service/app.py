@@ -14,10 +14,7 @@ names, reads the settings and calls ``build_service``; tests build services in-p
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -30,53 +27,26 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from inference import answers, imaging
-from inference.contract import CLASSIFICATION, DETECTION, Key, ModelMetadata
-from inference.model import LoadedModel
+from inference import imaging
+from inference.contract import CLASSIFICATION, DETECTION
 from inference.model_files import how_to_get, read_metadata, resolve_model
+from inference.repository import ModelRepository, VersionPolicy
 from inference.runtimes.choice import plans
 from service import shutdown
 from service.auth import ApiKeys, RequireApiKey, warn_if_exposed
-from service.bentoml_adapter import RequestInput, batching_queue, cancel_request_timers, serve_host
+from service.bentoml_adapter import RequestInput, cancel_request_timers, serve_host
+from service.classifier import Classifier
 from service.detector import Detector
 from service.errors import JsonErrors, RequestRejected, error_body, error_response
 from service.limits import BodySizeLimit
+from service.registry import Registry, Served
 from service.settings import Settings
-from service.uploads import DetectOptions, UploadReader, classify_options
-from service.v2_models import ClassifierModel, DetectorModel, V2Models
+from service.uploads import DetectRequestOptions, UploadReader, classify_options
+from service.v2_models import ClassifierModel, DetectorModel, V2Models, version_of
 from service.web import web_app
 
 logger = logging.getLogger("bentoml.resnet_lab")
 SERVICE_NAME = "resnet_lab"
-BATCH_SIZE_HISTOGRAM = bentoml.metrics.Histogram(
-    name="resnet_lab_batch_size",
-    documentation="Images per model run (adaptive batching)",
-    labelnames=["endpoint"],
-    buckets=[1, 2, 4, 8, 16, 32, 64, 128, 256],
-)
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """The files the settings name, their metadata, checked before any worker starts: a missing file, a file of
-    the wrong kind or a runtime setting this machine cannot honour stops the server at once."""
-
-    classifier: Path
-    classifier_metadata: ModelMetadata
-    detector: Path | None
-
-    @classmethod
-    def find(cls, settings: Settings) -> ModelFiles:
-        """Resolve and check the classifier and the detector (``ModelNotFound``, ``RuntimeUnavailable``)."""
-        classifier = resolve_model(settings.model, CLASSIFICATION, settings.env_name("model"))
-        metadata = read_metadata(classifier, CLASSIFICATION)
-        plans(metadata, settings)
-        detector = (
-            resolve_model(settings.detector, DETECTION, settings.env_name("detector")) if settings.detector else None
-        )
-        if detector is not None:
-            plans(read_metadata(detector, DETECTION), settings)
-        return cls(classifier, metadata, detector)
 
 
 def no_detector(settings: Settings) -> RequestRejected:
@@ -88,8 +58,44 @@ def no_detector(settings: Settings) -> RequestRejected:
     )
 
 
-class Overloaded(RuntimeError):
-    """The batching queue dropped a request that could not be answered within ``max_latency_ms``."""
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files the settings name and the repository's, checked before any worker starts: a missing file, a file
+    of the wrong kind or a runtime setting this machine cannot honour stops the server at once.
+
+    The classifier file is served when ``RESNET_LAB_MODEL`` names one, or when no repository classifier is served
+    (the embedded default then)."""
+
+    classifier: Path | None
+    detector: Path | None
+    repository: ModelRepository | None
+    policy: VersionPolicy
+    num_labels: int  # the most classes of any classifier served at start: /classify's top_k bound
+
+    @classmethod
+    def find(cls, settings: Settings) -> ModelFiles:
+        """Resolve and check every file (``ModelNotFound``, ``RuntimeUnavailable``, ``RepositoryError``)."""
+        policy = VersionPolicy.parse(settings.version_policy)
+        repository = ModelRepository.open(settings.model_repository) if settings.model_repository else None
+        found = [read_metadata(path) for path in cls._repository_files(repository, policy)]
+        classifier = None
+        if settings.model or not any(metadata.task == CLASSIFICATION for metadata in found):
+            classifier = resolve_model(settings.model, CLASSIFICATION, settings.env_name("model"))
+            found.append(read_metadata(classifier, CLASSIFICATION))
+        detector = None
+        if settings.detector:
+            detector = resolve_model(settings.detector, DETECTION, settings.env_name("detector"))
+            found.append(read_metadata(detector, DETECTION))
+        for metadata in found:
+            plans(metadata, settings)
+        labels = [len(metadata.labels) for metadata in found if metadata.task == CLASSIFICATION]
+        return cls(classifier, detector, repository, policy, max(labels, default=1))
+
+    @staticmethod
+    def _repository_files(repository: ModelRepository | None, policy: VersionPolicy) -> list[Path]:
+        if repository is None:
+            return []
+        return [path for name in repository.names() for path in repository.select(name, policy).values()]
 
 
 def _reply(ctx: bentoml.Context, response: JSONResponse) -> JSONResponse:
@@ -117,91 +123,59 @@ class Vision:
         settings, files = parts.settings, parts.files
         self.settings, self.parts = settings, parts
         imaging.set_pixel_limit(settings.max_image_pixels)
-        self.model = LoadedModel.load(files.classifier, settings, CLASSIFICATION)
-        self.detector = Detector(files.detector, settings) if files.detector else None
-        self.labels = self.model.metadata.labels
-        crop_size = self.model.metadata.crop_size
-        self.fast_decode = not settings.exact_decode and imaging.fast_decode_keeps_answers(crop_size)
+        self.registry = Registry(settings, files.repository, files.policy)
+        for path, kind in ((files.classifier, CLASSIFICATION), (files.detector, DETECTION)):
+            if path is not None:
+                metadata = read_metadata(path, kind)
+                self.registry.pin(path, kind, metadata.model_name, version_of(metadata))
+        self.registry.load_all()
         self._decode_limiter: anyio.CapacityLimiter | None = None
-        self._enqueue = batching_queue(
-            self._run_queued_batch, settings.max_batch_size, settings.max_latency_ms, self._overloaded, batch_size=len
-        )
-        self._stats_lock = threading.Lock()
-        self.batch_sizes: dict[int, int] = {}
-        self.seconds = {"decode": 0.0, "infer_call": 0.0, "run": 0.0}  # totals, for the means in /info
-        self.requests = 0
-        served = [
-            ClassifierModel(self.model, parts.classify.options, self.logits, self.decode_all, settings.max_images)
-        ]
-        if self.detector is not None:
-            detector = self.detector
-            served.append(
-                DetectorModel(detector.model, detector.detections, self._detector_decode, settings.max_images)
-            )
-        self.v2 = V2Models(served)
-        self._log_start("classifier", self.model)
-        if self.detector is not None:
-            self._log_start("detector", self.detector.model)
+        self.v2 = V2Models(self.registry, self._v2_model)
 
-    @staticmethod
-    def _log_start(kind: str, model: LoadedModel) -> None:
-        runs = model.describe()
-        logger.info(
-            "resnet-lab %s %s from %s: %s %s on %s in %s (%s)",
-            kind,
-            model.metadata.model_name,
-            model.path,
-            runs["runtime"],
-            runs["version"],
-            runs["device"],
-            runs["precision"],
-            runs["reason"],
-        )
+    def _v2_model(self, served: Served) -> ClassifierModel | DetectorModel:
+        """A served version as a v2 model."""
+        runner, limit = served.runner, self.settings.max_images
+        if isinstance(runner, Classifier):
+            options = classify_options(len(runner.labels))
 
-    def _overloaded(self) -> np.ndarray:
-        limit = self.settings.max_latency_ms
-        raise Overloaded(f"server overloaded: no answer within max_latency_ms={limit}; retry later")
+            async def decode(files: Sequence[bytes]) -> np.ndarray:
+                return await runner.decode_all(files, self.decode_limiter)
+
+            return ClassifierModel(runner.model, runner.name, runner.version, options, runner.logits, decode, limit)
+
+        async def decode_one(data: bytes) -> np.ndarray:
+            return await runner.decode(data, self.decode_limiter)
+
+        return DetectorModel(runner.model, runner.name, runner.version, runner.detections, decode_one, limit)
 
     async def __is_ready__(self) -> bool:
         """BentoML's /readyz: 503 once SIGTERM has started the shutdown (``service.shutdown``)."""
         return not shutdown.draining()
 
     def describe(self) -> dict[str, Any]:
-        """What /info shows."""
-        with self._stats_lock:
-            sizes = dict(sorted(self.batch_sizes.items()))
-            seconds, requests = dict(self.seconds), self.requests
-        batches = sum(sizes.values())
-        metadata, settings = self.model.metadata, self.settings
+        """What /info shows: the default classifier's details at the top, every served model in ``models``."""
+        settings = self.settings
+        classifier = self.registry.default(CLASSIFICATION)
+        detector = self.registry.default(DETECTION)
         return {
-            "model": metadata.model_name,
-            "model_path": str(self.model.path),
-            "source_sha256": metadata.source_sha256,
-            "weights": metadata.json_value(Key.WEIGHTS),
-            "num_labels": len(self.labels),
-            "resize_size": metadata.resize_size,
-            "crop_size": metadata.crop_size,
-            "runtime": self.model.describe(),
+            **(classifier.runner.describe() if classifier else {"model": None}),
             "batching": {"max_batch_size": settings.max_batch_size, "max_latency_ms": settings.max_latency_ms},
             "limits": {
                 "max_upload_bytes": settings.max_upload_bytes,
                 "max_image_pixels": settings.max_image_pixels,
                 "max_images": settings.max_images,
+                "max_loaded_models": settings.max_loaded_models,
+                "max_loaded_mb": settings.max_loaded_mb,
             },
-            "decode": "fast" if self.fast_decode else "exact",
             "api_keys": self.parts.keys.enabled,
-            "detector": self.detector.describe() if self.detector else None,
-            "batches": {
-                "count": sum(sizes.values()),
-                "images": sum(size * count for size, count in sizes.items()),
-                "max_size": max(sizes, default=0),
-                "sizes": {str(size): count for size, count in sizes.items()},
-            },
-            "mean_ms": {  # where an image's time goes: decode+resize, the batched call (queue + run), run per batch
-                "decode": round(1000 * seconds["decode"] / max(requests, 1), 2),
-                "infer_call": round(1000 * seconds["infer_call"] / max(requests, 1), 2),
-                "run_per_batch": round(1000 * seconds["run"] / max(batches, 1), 2),
-            },
+            "detector": detector.runner.describe() if detector else None,
+            "repository": None
+            if self.registry.repository is None
+            else {
+                "path": str(self.registry.repository.root),
+                "version_policy": str(self.registry.policy),
+            },  # fmt: skip
+            "models": [entry.describe() for entry in self.registry.versions()],
         }
 
     @bentoml.api(route="/classify", input_spec=RequestInput)  # the body is read by answer_classify
@@ -216,54 +190,48 @@ class Vision:
         return _reply(ctx, await self.answer_detect(ctx.request))
 
     async def answer_classify(self, request: Request) -> JSONResponse:
-        """``/classify``: one image's answer (or error), or ``{"model", "results"}`` for several."""
+        """``/classify``: one image's answer (or error), or ``{"model", "model_version", "results"}`` for several."""
         try:
             asked = await self.parts.classify.read(request)
-            started = time.perf_counter()
-            decoded = await self._decode_each(asked.images)
-            pixels = [image for image in decoded if not isinstance(image, RequestRejected)]
-            finished = time.perf_counter()
-            logits = iter(await self.logits(np.stack(pixels)) if pixels else [])
+            served = self.registry.pick(asked.options.model, CLASSIFICATION)
+            classifier = served.runner
+            top_k = _top_k(asked.options, classifier)
+            with self.registry.using(served), classifier.stats.request():
+                results = await classifier.answer(asked.images, top_k, self.decode_limiter)
         except RequestRejected as rejected:
             return error_response(rejected)
-        with self._stats_lock:
-            self.requests += len(pixels)
-            self.seconds["decode"] += (finished - started) * len(pixels)
-            self.seconds["infer_call"] += (time.perf_counter() - finished) * len(pixels)
-        model, top_k = self.model.metadata.model_name, asked.options.top_k
-        results = [
-            image
-            if isinstance(image, RequestRejected)
-            else answers.classification(model, self.labels, next(logits), top_k)
-            for image in decoded
-        ]
-        return self._answer(model, results, asked.single)
+        return self._answer(classifier, results, asked.single)
 
     async def answer_detect(self, request: Request) -> JSONResponse:
-        """``/detect``: one image's answer (or error), or ``{"model", "results"}`` for several."""
-        if self.detector is None:
-            return error_response(no_detector(self.settings))
+        """``/detect``: one image's answer (or error), or ``{"model", "model_version", "results"}`` for several."""
         try:
             asked = await self.parts.detect.read(request)
+            if asked.options.model is None and self.registry.default(DETECTION) is None:
+                raise no_detector(self.settings)
+            served = self.registry.pick(asked.options.model, DETECTION)
+            detector = served.runner
             results: list[dict[str, Any] | RequestRejected] = []
-            for data in asked.images:
-                try:
-                    results.append(await self.detector.answer(data, asked.options, self.decode_limiter))
-                except RequestRejected as rejected:
-                    if rejected.status >= 500:
-                        raise
-                    results.append(rejected)
+            with self.registry.using(served), detector.stats.request():
+                for data in asked.images:
+                    try:
+                        results.append(await detector.answer(data, asked.options, self.decode_limiter))
+                    except RequestRejected as rejected:
+                        if rejected.status >= 500:
+                            raise
+                        results.append(rejected)
         except RequestRejected as rejected:
             return error_response(rejected)
-        return self._answer(self.detector.model.metadata.model_name, results, asked.single)
+        return self._answer(detector, results, asked.single)
 
     @staticmethod
-    def _answer(model: str, results: Sequence[dict[str, Any] | RequestRejected], single: bool) -> JSONResponse:
+    def _answer(
+        runner: Classifier | Detector, results: Sequence[dict[str, Any] | RequestRejected], single: bool
+    ) -> JSONResponse:
         if single:
             (only,) = results
             return error_response(only) if isinstance(only, RequestRejected) else JSONResponse(only)
         shown = [error_body(str(item)) if isinstance(item, RequestRejected) else item for item in results]
-        return JSONResponse({"model": model, "results": shown})
+        return JSONResponse({"model": runner.name, "model_version": runner.version, "results": shown})
 
     @property
     def decode_limiter(self) -> anyio.CapacityLimiter:
@@ -272,65 +240,17 @@ class Vision:
             self._decode_limiter = anyio.CapacityLimiter(self.settings.decode_threads)
         return self._decode_limiter
 
-    def _decode(self, data: bytes) -> np.ndarray:
-        metadata = self.model.metadata
-        return imaging.preprocess(data, metadata.resize_size, metadata.crop_size, fast=self.fast_decode)
 
-    async def _decode_one(self, data: bytes) -> np.ndarray | RequestRejected:
-        try:
-            return await anyio.to_thread.run_sync(self._decode, data, limiter=self.decode_limiter)
-        except imaging.ImageRejected as rejected:
-            return RequestRejected(str(rejected), rejected.status)
-
-    async def _decode_each(self, images: Sequence[bytes]) -> list[np.ndarray | RequestRejected]:
-        """Each image file as uint8 ``[3, crop, crop]``, or why it is refused; decoded concurrently."""
-        decoded: list[np.ndarray | RequestRejected] = [RequestRejected("not decoded")] * len(images)
-
-        async def one(index: int, data: bytes) -> None:
-            decoded[index] = await self._decode_one(data)
-
-        async with anyio.create_task_group() as group:
-            for index, data in enumerate(images):
-                group.start_soon(one, index, data)
-        return decoded
-
-    async def decode_all(self, images: Sequence[bytes]) -> np.ndarray:
-        """Image files as uint8 ``[N, 3, crop, crop]``; the first that fails refuses the whole request."""
-        decoded = await self._decode_each(images)
-        for index, image in enumerate(decoded):
-            if isinstance(image, RequestRejected):
-                raise RequestRejected(f'input "image" element {index}: {image}', image.status)
-        return np.stack(decoded)
-
-    async def _detector_decode(self, data: bytes) -> np.ndarray:
-        assert self.detector is not None
-        return await self.detector.decode(data, self.decode_limiter)
-
-    async def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """Logits of uint8 ``[N, 3, crop, crop]`` through the batching queue (a 503 when it is overloaded)."""
-        step = self.settings.max_batch_size
-        chunks = [pixels[start : start + step] for start in range(0, len(pixels), step)]
-        try:
-            return np.concatenate(await asyncio.gather(*(self._enqueue(chunk) for chunk in chunks)))
-        except Overloaded as overloaded:
-            raise RequestRejected(str(overloaded), HTTPStatus.SERVICE_UNAVAILABLE) from None
-
-    async def _run_queued_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """The dispatcher's callback: one run for the queued items (each ``[n, 3, crop, crop]``), off the loop."""
-        # the dispatcher runs one batch at a time, so one thread at a time runs the classifier
-        logits = await anyio.to_thread.run_sync(self._logits, np.concatenate(items), "classify")
-        bounds = np.cumsum([len(item) for item in items])[:-1]
-        return np.split(logits, bounds)
-
-    def _logits(self, images: np.ndarray, endpoint: str) -> np.ndarray:
-        """The classifier on uint8 ``[N, 3, crop, crop]``, timed and counted for /info and /metrics."""
-        started = time.perf_counter()
-        logits = self.model.logits(images).astype(np.float32, copy=False)
-        with self._stats_lock:
-            self.seconds["run"] += time.perf_counter() - started
-            self.batch_sizes[len(images)] = self.batch_sizes.get(len(images), 0) + 1
-        BATCH_SIZE_HISTOGRAM.labels(endpoint=endpoint).observe(len(images))
-        return logits
+def _top_k(options: Any, classifier: Classifier) -> int:
+    """The classes to return: as asked, within the model's own (the default: at most all of them)."""
+    classes = len(classifier.labels)
+    if "top_k" not in options.model_fields_set:
+        return min(options.top_k, classes)
+    if options.top_k > classes:
+        raise RequestRejected(
+            f"top_k must be an integer between 1 and {classes} for model {classifier.name!r}, got {options.top_k}"
+        )
+    return options.top_k
 
 
 def build_service(settings: Settings) -> bentoml.Service:
@@ -344,8 +264,8 @@ def build_service(settings: Settings) -> bentoml.Service:
         settings=settings,
         keys=keys,
         files=files,
-        classify=UploadReader(classify_options(len(files.classifier_metadata.labels)), settings.max_images),
-        detect=UploadReader(DetectOptions, settings.max_images),
+        classify=UploadReader(classify_options(files.num_labels, model_option=True), settings.max_images),
+        detect=UploadReader(DetectRequestOptions, settings.max_images),
     )
 
     class VisionService(Vision):

@@ -30,6 +30,7 @@ class ClassifyAnswer(BaseModel):
     """One image's classes, best first."""
 
     model: str
+    model_version: str
     predictions: list[Prediction]
 
 
@@ -37,6 +38,7 @@ class ClassifyResults(BaseModel):
     """Several images: one entry per image, in input order (an image that failed has its own error)."""
 
     model: str
+    model_version: str
     results: list[ClassifyAnswer | ErrorBody]
 
 
@@ -51,6 +53,7 @@ class DetectAnswer(BaseModel):
     """One image's detections, best first."""
 
     model: str
+    model_version: str
     image_size: list[int] = Field(min_length=2, max_length=2, description="width, height as displayed")
     detections: list[Detection]
 
@@ -59,6 +62,7 @@ class DetectResults(BaseModel):
     """Several images: one entry per image, in input order (an image that failed has its own error)."""
 
     model: str
+    model_version: str
     results: list[DetectAnswer | ErrorBody]
 
 
@@ -68,6 +72,7 @@ MEANINGS = {
     404: "no such model, or no such version of it (/detect: this server has no detector)",
     413: "the body is over RESNET_LAB_MAX_UPLOAD_BYTES, or an image declares more than RESNET_LAB_MAX_IMAGE_PIXELS "
     "pixels",
+    409: "the load would pass RESNET_LAB_MAX_LOADED_MODELS or RESNET_LAB_MAX_LOADED_MB: unload a model first",
     415: "Content-Type is neither multipart/form-data nor application/json",
     429: "more requests in progress than BentoML's traffic.max_concurrency (when configured)",
     500: "a fault of the server (logged)",

@@ -30,6 +30,26 @@ class Settings(InferenceSettings):
         "",
         "detector for /detect: a .onnx file or a model-store tag; empty: no detector (/detect answers 404)",
     )
+    model_repository: str = setting(
+        "RESNET_LAB_MODEL_REPOSITORY",
+        "",
+        "a folder of models in Triton's layout, NAME/VERSION/model.onnx, served beside RESNET_LAB_MODEL and "
+        "RESNET_LAB_DETECTOR and loaded or unloaded while serving (/v2/repository); empty: none",
+    )
+    version_policy: str = setting(
+        "RESNET_LAB_VERSION_POLICY",
+        "latest:1",
+        "which versions of a repository model are served: latest:N, all, or specific:V1,V2 (a load may override it)",
+    )
+    max_loaded_models: int = setting(
+        "RESNET_LAB_MAX_LOADED_MODELS", 0, "most model versions loaded at once; a load beyond it gets a 409 (0: no cap)"
+    )
+    max_loaded_mb: int = setting(
+        "RESNET_LAB_MAX_LOADED_MB",
+        0,
+        "most memory the loaded models may hold together (each measured as it loads); a load beyond it gets a 409 "
+        "(0: no cap)",
+    )
     detect_concurrency: int = setting(
         "RESNET_LAB_DETECT_CONCURRENCY", 1, "detections run at once (each run uses every core); others wait"
     )
@@ -64,6 +84,9 @@ class Settings(InferenceSettings):
         for name in ("detect_concurrency", "max_batch_size", "max_images", "decode_threads"):
             if getattr(self, name) < 1:
                 self._refuse(name, "must be at least 1")
+        for name in ("max_loaded_models", "max_loaded_mb"):
+            if getattr(self, name) < 0:
+                self._refuse(name, "must be 0 (no cap) or more")
 
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "tables" / "settings.md"  # docs/serving.md shows it

@@ -69,12 +69,22 @@ class Options(BaseModel):
         return found
 
 
-def classify_options(num_labels: int) -> type[Options]:
-    """``/classify``'s options for a model with ``num_labels`` classes."""
+MODEL_OPTION = (
+    str | None,
+    Field(None, max_length=128, description="the served model to use, by name (/info lists them); default: the "
+          "server's default classifier or detector"),
+)  # fmt: skip
+
+
+def classify_options(num_labels: int, model_option: bool = False) -> type[Options]:
+    """``/classify``'s options for models of at most ``num_labels`` classes (``model_option``: with ``model``)."""
     top_k = Field(
         min(DEFAULT_TOP_K, num_labels), ge=1, le=num_labels, description="how many classes to return, best first"
     )
-    return create_model("ClassifyOptions", __base__=Options, top_k=(int, top_k))
+    fields: dict[str, Any] = {"top_k": (int, top_k)}
+    if model_option:
+        fields["model"] = MODEL_OPTION
+    return create_model("ClassifyOptions", __base__=Options, **fields)
 
 
 class DetectOptions(Options):
@@ -87,6 +97,9 @@ class DetectOptions(Options):
         le=MAX_DETECTIONS,
         description="return at most this many detections per image (the graph's own cap, in /info, also holds)",
     )
+
+
+DetectRequestOptions = create_model("DetectOptions", __base__=DetectOptions, model=MODEL_OPTION)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable, Sequence
-from http import HTTPStatus
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -107,18 +107,20 @@ def _requested(request: InferenceRequest, known: Sequence[str]) -> list[str]:
 
 
 class ClassifierModel:
-    """The classifier as a v2 model."""
+    """A classifier as a v2 model."""
 
     def __init__(
         self,
         model: LoadedModel,
+        name: str,
+        version: str,
         options: type[Options],
         logits: Callable[[np.ndarray], Awaitable[np.ndarray]],
         decode: Decode,
         max_images: int,
     ) -> None:
         self.model, self.file = model, model.metadata
-        self.name, self.version = self.file.model_name, version_of(self.file)
+        self.name, self.version = name, version
         self.options, self.logits, self.decode, self.max_images = options, logits, decode, max_images
         self.crop = self.file.crop_size
         self.outputs = (OUTPUT_NAMES[CLASSIFICATION][0], "labels", "scores")
@@ -185,11 +187,13 @@ DecodeOne = Callable[[bytes], Awaitable[np.ndarray]]  # file -> uint8 [3, H, W] 
 
 
 class DetectorModel:
-    """The detector as a v2 model."""
+    """A detector as a v2 model."""
 
-    def __init__(self, model: LoadedModel, detect: Detect, decode: DecodeOne, max_images: int) -> None:
+    def __init__(
+        self, model: LoadedModel, name: str, version: str, detect: Detect, decode: DecodeOne, max_images: int
+    ) -> None:
         self.model, self.file = model, model.metadata
-        self.name, self.version = self.file.model_name, version_of(self.file)
+        self.name, self.version = name, version
         self.detect, self.decode, self.max_images = detect, decode, max_images
         self.outputs = ("boxes", "scores", "labels", "counts", "image_sizes")
 
@@ -249,19 +253,41 @@ class DetectorModel:
         return [out[name] for name in names]
 
 
+V2Model = ClassifierModel | DetectorModel
+
+
 class V2Models:
-    """The served v2 models by name: ``find(name, version)`` or a 404."""
+    """The served models as v2 models: ``find(name, version)`` or a 404; ``serving(model)`` holds one for a request.
 
-    def __init__(self, models: Sequence[ClassifierModel | DetectorModel]) -> None:
-        self.by_name = {model.name: model for model in models}
+    ``registry`` is the service's ``service.registry.Registry``; ``adapt(served)`` makes a served version's v2 model.
+    """
 
-    def find(self, name: str, version: str | None = None) -> ClassifierModel | DetectorModel:
-        """The model called ``name`` (at ``version`` when given), else ``RequestRejected`` 404."""
-        model = self.by_name.get(name)
-        if model is None:
-            raise RequestRejected(f"no model {name!r}; served: {sorted(self.by_name)}", HTTPStatus.NOT_FOUND)
-        if version is not None and version != model.version:
-            raise RequestRejected(
-                f"model {name!r} has no version {version!r}; it has {model.version!r}", HTTPStatus.NOT_FOUND
-            )
-        return model
+    def __init__(self, registry: Any, adapt: Callable[[Any], V2Model]) -> None:
+        self.registry, self._adapt = registry, adapt
+
+    def find(self, name: str, version: str | None = None) -> V2Model:
+        """The model called ``name`` (at ``version`` when given; else its highest served), else a 404."""
+        served = self.registry.find(name, version)
+        if getattr(served, "v2", None) is None:
+            served.v2 = self._adapt(served)
+            served.v2.served = served
+        return served.v2
+
+    def versions(self, name: str) -> list[str]:
+        """The served versions of ``name``."""
+        return [entry.runner.version for entry in self.registry.versions() if entry.runner.name == name]
+
+    def metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        """A model's v2 metadata, listing every served version of its name."""
+        metadata = self.find(name, version).metadata()
+        return metadata.model_copy(update={"versions": self.versions(name)})
+
+    def serving(self, model: V2Model) -> AbstractContextManager[None]:
+        """Hold ``model`` for one request, counted in its statistics."""
+        return _serving(self.registry, model.served)
+
+
+@contextmanager
+def _serving(registry: Any, served: Any) -> Iterator[None]:
+    with registry.using(served), served.runner.stats.request():
+        yield

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from service import shutdown
 from service.errors import RequestRejected
 from service.openapi import error_responses, inline, path_parameters
+from service.v2_repository import repository_router
 from service.v2_wire import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -31,7 +32,7 @@ from service.v2_wire import (
 )
 
 SERVER_NAME = "resnet-lab"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 MODEL = "/v2/models/{model_name}"
 VERSIONED = "/v2/models/{model_name}/versions/{model_version}"
 INFER_DESCRIPTION = (
@@ -79,6 +80,7 @@ def v2_router(models: Callable[[], Any], secured: Sequence[params.Depends]) -> A
         path = request.path_params
         return models().find(path["model_name"], path.get("model_version"))
 
+    router.include_router(repository_router(models, secured))
     for path in (MODEL, VERSIONED):
         names = ("model_name", "model_version") if path == VERSIONED else ("model_name",)
         extra = {"parameters": path_parameters(*names)}
@@ -87,7 +89,8 @@ def v2_router(models: Callable[[], Any], secured: Sequence[params.Depends]) -> A
                     openapi_extra=extra)  # fmt: skip
         async def model_metadata(request: Request) -> JSONResponse:
             """A model's metadata: versions, platform, inputs and outputs with datatypes and shapes (-1: any)."""
-            return JSONResponse(model_of(request).metadata().model_dump())
+            path = request.path_params
+            return JSONResponse(models().metadata(path["model_name"], path.get("model_version")).model_dump())
 
         @router.get(f"{path}/ready", response_model=ModelReadiness, responses=error_responses(404, *auth),
                     dependencies=secured, openapi_extra=extra)  # fmt: skip
@@ -116,7 +119,8 @@ def v2_router(models: Callable[[], Any], secured: Sequence[params.Depends]) -> A
             except ClientDisconnect:
                 raise RequestRejected("the client disconnected before the request was complete") from None
             parsed, tensors = await anyio.to_thread.run_sync(parse_request, body, request.headers.get(HEADER_LENGTH))
-            outputs = await model.infer(parsed, tensors)
+            with models().serving(model):
+                outputs = await model.infer(parsed, tensors)
             answer = InferenceResponse(model_name=model.name, model_version=model.version, id=parsed.id, outputs=[])
             payload, headers = encode_response(answer, outputs, binary_outputs(parsed, [o.name for o in outputs]))
             return Response(payload, headers=headers)

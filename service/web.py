@@ -66,7 +66,7 @@ def web_app(classify: UploadReader, detect: UploadReader, keys_enabled: bool) ->
     @app.post(
         "/classify",
         response_model=ClassifyAnswer | ClassifyResults,
-        responses=error_responses(400, 413, 415, 503, *auth),
+        responses=error_responses(400, 404, 413, 415, 503, *auth),
         dependencies=secured,
         openapi_extra=upload_body(classify),
         description="The most likely classes of each image. One image: its answer (or its error, with a 4xx); "

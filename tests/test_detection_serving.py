@@ -111,12 +111,15 @@ def test_detect_answers_boxes_in_the_uploads_displayed_pixels(shapes_server: htt
 
 def test_detect_refuses_bad_input_with_a_json_4xx_and_keeps_serving(shapes_server: httpx.Client) -> None:
     png = encode(Image.new("RGB", (40, 30), (90, 140, 200)), "PNG")
+    strip = encode(Image.new("RGB", (67, 1), (90, 140, 200)), "PNG")
     cases = [
         ({"files": {"image": ("a.png", png)}, "data": {"score_threshold": "1.5"}}, 400, "between 0 and 1"),
         ({"files": {"image": ("a.png", png)}, "data": {"max_detections": "0"}}, 400, "between 1 and 1000"),
         ({"files": {"image": ("a.png", png)}, "data": {"max_detections": "lots"}}, 400, "must be an integer"),
         ({"files": {"image": ("a.bin", b"not an image")}}, 400, "not an image"),
         ({"files": {"file": ("a.png", png)}}, 400, 'file in field "image"'),
+        ({"files": {"image": ("a.png", strip)}}, 400, "nearer to square"),  # resized, 0 px across: no runtime runs it
+        ({"files": {"image": ("a.png", png)}, "data": {"model": "other"}}, 404, "no model 'other'"),
     ]
     for request, status, words in cases:
         response = shapes_server.post("/detect", **request)

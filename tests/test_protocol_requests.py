@@ -25,12 +25,12 @@ def _b64(data: bytes) -> str:
 def test_several_images_answer_in_order_each_as_alone(vision_server, small_photos) -> None:
     photos = [path.read_bytes() for path in small_photos[:5]]
     alone = [vision_server.post("/classify", files={"image": ("a.jpg", p)}, data={"top_k": "3"}).json() for p in photos]
-    assert all(set(answer) == {"model", "predictions"} for answer in alone)  # one image: today's shape
+    assert all(set(answer) == {"model", "model_version", "predictions"} for answer in alone)  # one image
     sent = [photos[0], photos[1], b"not an image", photos[2], photos[3], photos[4]]
     response = vision_server.post("/classify", files=_form(sent), data={"top_k": "3"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"model", "results"} and body["model"] == alone[0]["model"]
+    assert set(body) == {"model", "model_version", "results"} and body["model"] == alone[0]["model"]
     results = body["results"]
     assert len(results) == 6 and set(results[2]) == {"error"} and "not an image" in results[2]["error"]
     assert [results[i] for i in (0, 1, 3, 4, 5)] == alone  # the same numbers as one at a time
