@@ -94,7 +94,8 @@ def test_model_volume_overlay_mounts_what_the_loader_pod_writes(version: str) ->
     pod = one(resources, "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "models"]
-    assert mount["mountPath"] == "/models" and mount["readOnly"]  # RESNET_LAB_MODEL=/models/NAME.onnx rolls one out
+    assert mount["mountPath"] == "/models" and mount["readOnly"]
+    assert {"name": "RESNET_LAB_MODEL_REPOSITORY", "value": "/models"} in container["env"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "models"]
     claim = one(resources, "PersistentVolumeClaim")["metadata"]["name"]
     assert volume["persistentVolumeClaim"]["claimName"] == claim
