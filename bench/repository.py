@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
-import shutil
 import statistics
 import tempfile
 import threading
@@ -26,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import tritonclient.http as triton
 
-from inference.contract import ONNX_FILE_NAME
+from inference.repository import ModelRepository
 from report.bench_file import Column, write_results
 from tests.server import bentoml_serve
 from toolkit import cli, data_folder
@@ -81,10 +79,7 @@ def process_cpu_per_load(source: Path, repeats: int = 5) -> dict[str, float]:
 
 def place(root: Path, name: str, source: Path) -> None:
     """``source`` as ``root/name/1/model.onnx``, a new file (so a loaded version sees the change)."""
-    target = root / name / "1" / ONNX_FILE_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target.with_suffix(".partial"))
-    os.replace(target.with_suffix(".partial"), target)
+    ModelRepository(root).place(name, 1, source)
 
 
 async def traffic(url: str, photos: list[bytes], concurrency: int, stop: threading.Event) -> tuple[int, int, float]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inference.contract import ONNX_FILE_NAME
+from toolkit.atomic import atomic_write
 from toolkit.errors import UsageError
 
 LATEST, ALL, SPECIFIC = "latest", "all", "specific"
@@ -132,6 +134,16 @@ class ModelRepository:
                 "(e.g. models/resnet50/1/model.onnx)"
             )
         return cls(path)
+
+    def place(self, name: str, version: int, source: str | os.PathLike) -> Path:
+        """Copy ``source`` in as ``name``/``version`` atomically (a server loading it sees the old file or the new)."""
+        if not NAME.fullmatch(name) or version < 0:
+            raise RepositoryError(f"model {name!r} version {version}: use a folder name of letters, digits, _ . - "
+                                  "and a version of 0 or more")  # fmt: skip
+        with open(source, "rb") as model:
+            return atomic_write(
+                self.root / name / str(version) / ONNX_FILE_NAME, lambda out: shutil.copyfileobj(model, out)
+            )
 
     def names(self) -> list[str]:
         """The models in it: folders with at least one version, sorted."""

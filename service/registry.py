@@ -29,6 +29,7 @@ from service.classifier import Classifier
 from service.detector import Detector
 from service.errors import RequestRejected
 from service.settings import Settings
+from toolkit.errors import UsageError
 
 logger = logging.getLogger("bentoml.resnet_lab")
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"  # Triton's model states in the repository index
@@ -226,19 +227,13 @@ class Registry:
             except NoSuchModel as missing:
                 raise RequestRejected(str(missing), HTTPStatus.NOT_FOUND) from None
             current = self.served.get(name, {})
-            opened = {}
+            opened: dict[str, Served] = {}
             try:
-                for number, path in chosen.items():
-                    version, state = str(number), FileState.of(path)
-                    if version in current and current[version].state == state:
-                        continue  # unchanged: keeps serving as it is
-                    model, used = await anyio.to_thread.run_sync(open_model, path, self.settings, None, True,
-                                                                 limiter=self._load_slot)  # fmt: skip
-                    opened[version] = self._served(model, name, version, pinned=False, state=state, used=used)
-                versions = {str(n): opened.get(str(n)) or current[str(n)] for n in chosen}
+                await self._open_changed(name, chosen, current, opened)
+                versions = {str(number): opened.get(str(number)) or current[str(number)] for number in chosen}
                 self._check_caps(versions, replaced=current)
                 self._add(name, versions)
-            except (RepositoryError, OSError, RequestRejected, Exception) as error:
+            except (UsageError, OSError, RuntimeError, RequestRejected) as error:
                 for entry in opened.values():
                     entry.runner.close()
                 self.failures[name] = f"load failed: {error}"
@@ -250,6 +245,18 @@ class Registry:
                 if versions.get(version) is not entry:
                     self._retire(entry)
             return sorted(versions, key=_version_order)
+
+    async def _open_changed(
+        self, name: str, chosen: dict[int, Path], current: dict[str, Served], opened: dict[str, Served]
+    ) -> None:
+        """Open into ``opened`` each chosen version that is not served or whose file changed, one at a time."""
+        for number, path in chosen.items():
+            version, state = str(number), FileState.of(path)
+            if version in current and current[version].state == state:
+                continue  # unchanged: keeps serving as it is
+            model, used = await anyio.to_thread.run_sync(open_model, path, self.settings, None, True,
+                                                         limiter=self._load_slot)  # fmt: skip
+            opened[version] = self._served(model, name, version, pinned=False, state=state, used=used)
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of ``name`` (its requests in flight are answered first)."""

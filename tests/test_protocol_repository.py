@@ -5,7 +5,6 @@ traffic that loses nothing, and the caps on loaded models."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from inference.contract import ONNX_FILE_NAME
 from inference.model_files import resolve_model
+from inference.repository import ModelRepository
 from tests.helpers import metric
 from tests.test_protocol_v2 import client_of, files_input
 
@@ -28,12 +28,7 @@ PINNED = "cifar_resnet20"  # its name when RESNET_LAB_MODEL serves it
 
 def place(root: Path, name: str, version: int, source: str | Path) -> Path:
     """Put ``source`` in the repository as ``name``/``version`` (a new file, so a loaded version sees a change)."""
-    target = root / name / str(version) / ONNX_FILE_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
-    return target
+    return ModelRepository(root).place(name, version, source)
 
 
 @pytest.fixture(scope="module")

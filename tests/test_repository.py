@@ -1,10 +1,15 @@
-"""The model repository's layout and version policies (``inference.repository``), without a server."""
+"""The model repository's layout and version policies (``inference.repository``) and the caps on what a server
+loads from it (``service.registry``), without a server."""
 
 from __future__ import annotations
 
 import pytest
 
+from inference.contract import CLASSIFICATION
 from inference.repository import FileState, ModelRepository, NoSuchModel, RepositoryError, VersionPolicy
+from service.errors import RequestRejected
+from service.registry import Registry, Served
+from service.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -64,3 +69,33 @@ def test_a_file_replaced_in_place_has_a_new_state(tmp_path) -> None:
     (tmp_path / "new").write_bytes(b"second")
     (tmp_path / "new").replace(path)
     assert FileState.of(path) != before
+
+
+def test_the_caps_count_versions_and_their_measured_memory() -> None:
+    """RESNET_LAB_MAX_LOADED_MODELS and _MB against the versions served after a load (a replaced one no longer
+    counts); a load beyond either is a 409."""
+    registry = Registry(Settings(max_loaded_models=3, max_loaded_mb=100), None, VersionPolicy())
+
+    def version(megabytes: int) -> Served:
+        return Served(runner=None, kind=CLASSIFICATION, pinned=False, state=None, resident_bytes=megabytes * 2**20,
+                      file_bytes=0)  # fmt: skip
+
+    registry.served = {"a": {"1": version(40)}}
+    registry._check_caps({"1": version(50)}, replaced={})  # 90 MB in 2 versions
+    registry._check_caps({"1": version(90)}, replaced=registry.served["a"])  # replaces a's 40 MB
+    with pytest.raises(RequestRejected, match="would hold 110 MB; RESNET_LAB_MAX_LOADED_MB is 100") as refused:
+        registry._check_caps({"1": version(70)}, replaced={})
+    assert refused.value.status == 409
+    with pytest.raises(RequestRejected, match="4 model versions would be loaded; RESNET_LAB_MAX_LOADED_MODELS is 3"):
+        registry._check_caps({str(number): version(1) for number in range(3)}, replaced={})
+
+
+def test_place_copies_a_file_in_atomically(tmp_path) -> None:
+    source = tmp_path / "exported.onnx"
+    source.write_bytes(b"weights")
+    repository = ModelRepository(tmp_path / "models")
+    placed = repository.place("resnet18", 3, source)
+    assert placed == tmp_path / "models/resnet18/3/model.onnx" and placed.read_bytes() == b"weights"
+    assert repository.versions("resnet18") == {3: placed} and list(placed.parent.iterdir()) == [placed]
+    with pytest.raises(RepositoryError, match="folder name"):
+        repository.place("../escape", 1, source)
