@@ -6,18 +6,22 @@ and as int8, and torchvision's Faster R-CNN R50-FPN layout (random weights) expo
 
 - raw: each setting's session alone on real ImageNet photos, decoded and cropped beforehand, at batch 1 and 8
   (images/s): ONNX Runtime fp32, OpenVINO fp32 and bf16, ONNX Runtime int8, OpenVINO int8;
-- decode: the server's decode and crop of the same photos (fast decode, two threads: the cores) in images/s; the
+- decode: the server's decode and crop of the same photos (fast decode, a thread per core) in images/s; the
   end-to-end bound of a setting is decode and run sharing the cores, ``1 / (1/decode + 1/raw at batch 8)``;
 - served: a real ``bentoml serve`` per setting (``RESNET_LAB_RUNTIME``, ``RESNET_LAB_PRECISION``; int8 under
   ``auto``, which times both runtimes at start): multipart ``/classify`` of the photos and v2 ``infer`` of their
-  decoded pixels (UINT8 ``images``, Triton's binary format), each at c=1 and c=8;
+  decoded pixels (UINT8 ``images``, Triton's binary format), each at c=1 (``C1_REQUESTS``) and c=8
+  (``--requests``: long enough for the steady state, not the ramp up and down of the first and last batches);
+- where the time goes at ``/classify`` c=8: the server's CPU per image in its event loop (HTTP, form parsing, the
+  batching queue, the answer) and in its other threads (decode and the runtime), the mean batch it ran, beside
+  the CPU per image the bound assumes (``cores / bound``);
 - detect: ``/detect`` at c=1 on real COCO photos (800/1333), seconds per image, per setting.
 
 Cells are interleaved over ``--rounds``; the table shows medians. The raw cells run in a process of their own; the
 load generator shares the two cores with the server. Writes ``docs/bench/runtimes.json``.
 
-    .venv/bin/python -m bench.runtimes                    # 3 rounds, 64 requests per served cell
-    .venv/bin/python -m bench.runtimes --rounds 1 --requests 32 --detect-images 2    # a quick look
+    .venv/bin/python -m bench.runtimes                    # 3 rounds, 256 requests per c=8 cell
+    .venv/bin/python -m bench.runtimes --rounds 1 --requests 64 --detect-images 2    # a quick look
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,6 +42,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 from bench.http_load import load
 from bench.protocol import post_all
@@ -48,12 +54,14 @@ from inference.runtimes.hardware import cpu_capabilities, cpu_has_bf16
 from inference.settings import AUTO, ONNXRUNTIME, OPENVINO, InferenceSettings
 from report.bench_file import Column, write_results
 from report.provenance import REPO_ROOT
-from tests.server import bentoml_serve
+from tests.server import LocalServer, bentoml_serve
 from toolkit import cli, data_folder
 from toolkit.errors import UsageError
 
 CLASSIFIER_FILE = "resnet50-11ad3fa6.pth"  # the published V2 file's name: resize 232, crop 224
 DETECTOR_FILE = "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+CORES = os.cpu_count() or 1
+C1_REQUESTS = 64  # one request in flight: no batches to ramp up, so fewer requests measure it
 COLUMNS = [
     Column("setting", "setting"),
     Column("raw_b1", "raw img/s b=1", ".1f"),
@@ -67,6 +75,10 @@ COLUMNS = [
     Column("v2_c8", "v2 UINT8 c=8", ".1f"),
     Column("v2_vs_raw", "v2 c=8 / raw b=8", ".2f", "x"),
     Column("v2_vs_ort", "v2 c=8 / served ORT fp32", ".2f", "x"),
+    Column("bound_cpu_ms", "bound CPU ms/img", ".1f"),
+    Column("loop_cpu_ms", "/classify c=8: event loop CPU ms/img", ".1f"),
+    Column("threads_cpu_ms", "/classify c=8: decode + run CPU ms/img", ".1f"),
+    Column("batch_c8", "/classify c=8: mean batch", ".1f"),
     Column("detect_s", "/detect c=1 s/img", ".2f"),
     Column("detect_vs_ort", "/detect / ORT fp32", ".2f", "x"),
     Column("served_as", "served as (/info)"),
@@ -159,7 +171,7 @@ def raw_cell(runtime: str, precision: str, path: str, requests: str, repeats: st
     return rates
 
 
-def decode_rate(photos: list[bytes], threads: int = 2) -> float:
+def decode_rate(photos: list[bytes], threads: int = CORES) -> float:
     """The server's decode, resize and crop (fast decode, 232/224) on ``threads`` threads: images/s."""
     with ThreadPoolExecutor(threads) as pool:
 
@@ -179,16 +191,46 @@ def v2_pixels(image: np.ndarray) -> tuple[bytes, dict[str, str]]:
     return header + image.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
-def served_rates(url: str, photos: list[bytes], pixels: np.ndarray, requests: int) -> dict[str, float]:
+def worker_cpu(server: LocalServer) -> tuple[float, float]:
+    """CPU seconds so far of the server's API worker: its event loop (the main thread) and its other threads."""
+    processes = [psutil.Process(pid) for pid in server.pids()]
+    worker = next(process for process in processes if "_bentoml_impl.worker" in " ".join(process.cmdline()))
+    seconds = {thread.id: thread.user_time + thread.system_time for thread in worker.threads()}
+    loop = seconds.pop(worker.pid)
+    return loop, sum(seconds.values())
+
+
+def batches(url: str) -> tuple[int, int]:
+    """The classifier's runs and the images in them so far (``/info``)."""
+    counted = httpx.get(f"{url}/info").json()["batches"]
+    return counted["count"], counted["images"]
+
+
+def classify_c8(server: LocalServer, photos: list[bytes], requests: int) -> dict[str, float]:
+    """``/classify`` at c=8: requests/s, and where the server's CPU went per image."""
+    loop, threads = worker_cpu(server)
+    runs, images = batches(server.url)
+    rate = load(server.url, "/classify", photos, 8, requests)["rps"]
+    loop_after, threads_after = worker_cpu(server)
+    runs_after, images_after = batches(server.url)
+    return {
+        "classify_c8": rate,
+        "loop_cpu_ms": 1000 * (loop_after - loop) / requests,
+        "threads_cpu_ms": 1000 * (threads_after - threads) / requests,
+        "batch_c8": (images_after - images) / max(runs_after - runs, 1),
+    }
+
+
+def served_rates(server: LocalServer, photos: list[bytes], pixels: np.ndarray, requests: int) -> dict[str, float]:
     """``/classify`` multipart and v2 UINT8, c=1 and c=8, requests/s (each request one image)."""
-    model = httpx.get(f"{url}/info").json()["model"]
-    route = f"/v2/models/{model}/infer"
+    url = server.url
+    route = f"/v2/models/{httpx.get(f'{url}/info').json()['model']}/infer"
     bodies = [v2_pixels(pixels[index % len(pixels)]) for index in range(requests)]
     v2 = [lambda body=body: body for body in bodies]
-    rates = {}
-    for concurrency in (1, 8):
-        rates[f"classify_c{concurrency}"] = load(url, "/classify", photos, concurrency, requests)["rps"]
-        rates[f"v2_c{concurrency}"] = requests / asyncio.run(post_all(url, route, v2, concurrency))
+    rates = {"classify_c1": load(url, "/classify", photos, 1, C1_REQUESTS)["rps"]}
+    rates["v2_c1"] = C1_REQUESTS / asyncio.run(post_all(url, route, v2[:C1_REQUESTS], 1))
+    rates |= classify_c8(server, photos, requests)
+    rates["v2_c8"] = requests / asyncio.run(post_all(url, route, v2, 8))
     return rates
 
 
@@ -233,7 +275,7 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict]:
                     cell.setdefault("detect_s", []).append(detect_seconds(server.url, [p.read_bytes() for p in coco]))
                 else:
                     load(server.url, "/classify", photos, 8, 16)  # warm-up: the queue's cost model, the runtime
-                    for key, value in served_rates(server.url, photos, pixels, args.requests).items():
+                    for key, value in served_rates(server, photos, pixels, args.requests).items():
                         cell.setdefault(key, []).append(value)
             print(setting.name, {key: round(values[-1], 2) for key, values in cell.items()})
     return rows_of(found, statistics.median(decode), served_as)
@@ -244,7 +286,7 @@ def rows_of(found: dict[str, dict[str, list[float]]], decode: float, served_as: 
     medians = {name: {key: statistics.median(values) for key, values in cell.items()} for name, cell in found.items()}
     ort = medians["ONNX Runtime fp32"]
     ort_detect = medians["detector, ONNX Runtime fp32"]["detect_s"]
-    rows = [{"setting": "decode and crop (2 threads)", "raw_b8": decode}]
+    rows = [{"setting": f"decode and crop ({CORES} threads)", "raw_b8": decode}]
     for name, cell in medians.items():
         row = {"setting": name, **cell, "served_as": served_as[name]}
         if "raw_b8" in cell:
@@ -253,6 +295,7 @@ def rows_of(found: dict[str, dict[str, list[float]]], decode: float, served_as: 
             row["classify_vs_bound"] = cell["classify_c8"] / row["bound"]
             row["v2_vs_raw"] = cell["v2_c8"] / cell["raw_b8"]
             row["v2_vs_ort"] = cell["v2_c8"] / ort["v2_c8"]
+            row["bound_cpu_ms"] = 1000 * CORES / row["bound"]
         else:
             row["detect_vs_ort"] = cell["detect_s"] / ort_detect
         rows.append(row)
@@ -264,7 +307,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m bench.runtimes", description=__doc__,
                                      formatter_class=cli.HelpFormatter)  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every cell")
-    parser.add_argument("--requests", type=int, default=64, help="requests per served cell (ImageNet photos)")
+    parser.add_argument("--requests", type=int, default=256,
+                        help=f"requests per served c=8 cell (ImageNet photos; c=1 cells: {C1_REQUESTS})")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per raw cell and round")
     parser.add_argument("--detect-images", type=int, default=4, help="COCO photos per /detect cell")
     parser.add_argument("--raw-cell", nargs=5, help=argparse.SUPPRESS)  # one raw cell, run apart (raw_rates_apart)
@@ -276,7 +320,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = measure(args, Path(tempfile.mkdtemp(prefix="bench-runtimes-")))
     notes = (
         f"CPU capabilities (OpenVINO): {', '.join(cpu_capabilities())}; medians of {args.rounds} interleaved rounds; "
-        f"raw: real ImageNet photos decoded beforehand; served: {args.requests} requests of one image per cell; "
+        f"raw: real ImageNet photos decoded beforehand; served: {args.requests} requests of one image per c=8 cell, "
+        f"{C1_REQUESTS} per c=1 cell; "
         "bound = 1 / (1/decode + 1/raw b=8); random-weight models"
     )
     write_results("runtimes", COLUMNS, rows, notes)
