@@ -192,9 +192,10 @@ def v2_pixels(image: np.ndarray) -> tuple[bytes, dict[str, str]]:
 
 
 def worker_cpu(server: LocalServer) -> tuple[float, float]:
-    """CPU seconds so far of the server's API worker: its event loop (the main thread) and its other threads."""
-    processes = [psutil.Process(pid) for pid in server.pids()]
-    worker = next(process for process in processes if "_bentoml_impl.worker" in " ".join(process.cmdline()))
+    """CPU seconds so far of the server's API worker (the one child of ``bentoml serve`` with one worker): its event
+    loop (the main thread) and its other threads."""
+    _, worker_pid = server.pids()
+    worker = psutil.Process(worker_pid)
     seconds = {thread.id: thread.user_time + thread.system_time for thread in worker.threads()}
     loop = seconds.pop(worker.pid)
     return loop, sum(seconds.values())
