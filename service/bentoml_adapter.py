@@ -13,9 +13,10 @@ What stays private, and why:
   waiting it imposed, so after a burst of traffic a lone request kept waiting for nobody (measured here: ~65 ms
   extra per request, minutes after the burst). And while a batch runs it polls the queue every millisecond (its
   ``TICKET_INTERVAL``), a thousand wake-ups of the event loop a second under load. Ours dispatches the moment the
-  runtime is free and otherwise sleeps until a request arrives or a batch ends. Batches still form while the
-  runtime is busy with the previous one. Items may hold several images (``batch_size``); the queue splits them as
-  needed.
+  runtime is free and otherwise sleeps until a request arrives or a batch ends; a finished batch starts the next
+  before its own requests are answered (that takes the event loop a while, and the runtime would wait). Batches
+  still form while the runtime is busy with the previous one. Items may hold several images (``batch_size``); the
+  queue splits them as needed.
 - ``cancel_request_timers``: BentoML 1.4's ``TimeoutMiddleware`` arms ``loop.call_later(timeout, ...)`` per request
   and never cancels it; the timer handle holds a copy of the request's contextvars (its OpenTelemetry span and
   attributes, BentoML's trace context), so every answered request stays in memory for ``traffic.timeout`` (120 s
@@ -89,28 +90,53 @@ class EventDrivenCork(CorkDispatcher):
     """BentoML's ``CorkDispatcher`` that dispatches as soon as the runtime is free and otherwise sleeps until a
     request arrives or a batch ends (no polling, no deliberate wait for batch mates)."""
 
+    _warmed_up = False
+
     async def controller(self) -> None:
-        """BentoML's warm-up of the cost model, then: shed what cannot make its deadline, dispatch when free."""
+        """BentoML's warm-up of the cost model, then: on each arrival or finished batch, shed and dispatch."""
         try:
             await self._train_cost_model()
         except Exception:  # as BentoML's loop: serve on with the cost model as it stands
             logger.exception("batching queue: fitting the cost model failed")
+        self._warmed_up = True
         while True:
             async with self._wake_event:
                 await self._wake_event.wait_for(self._has_work)
-            if self._first_cannot_make_it():
-                self._queue.popleft().future.cancel()  # the caller gets ``fallback()``
-            elif not self._sema.is_locked():
-                self._sema.acquire()
-                self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
+            self._dispatch_if_free()
+
+    def _dispatch_if_free(self) -> None:
+        """Shed what cannot make its deadline, then the queued requests into one batch if none is running."""
+        while self._queue and self._first_cannot_make_it():
+            self._queue.popleft().future.cancel()  # the caller gets ``fallback()``
+        if self._queue and not self._sema.is_locked():
+            self._sema.acquire()
+            self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
 
     async def outbound_call(self, inputs_info: tuple[Any, ...], training: bool = False) -> None:
-        """BentoML's call of one batch, then a wake-up for the dispatch loop (the runtime is free)."""
+        """BentoML's call of one batch, reordered: the next batch starts before this one's requests are answered
+        (answering them takes the event loop a while; the runtime would sit idle meanwhile)."""
+        started = time.time()
         try:
-            await super().outbound_call(inputs_info, training)
-        finally:
-            async with self._wake_event:
-                self._wake_event.notify_all()
+            results: list[Any] = list(await self.callback(tuple(job.data for job in inputs_info)))
+            if len(results) != len(inputs_info):
+                raise RuntimeError(f"a batch of {len(inputs_info)} requests got {len(results)} results")
+            wait = 0 if training else started - inputs_info[0].enqueue_time
+            self.optimizer.log_outbound(n=len(inputs_info), wait=wait, duration=time.time() - started)
+        except asyncio.CancelledError:  # the queue is shutting down
+            self._sema.release()
+            for job in inputs_info:
+                job.future.cancel()
+            raise
+        except Exception as error:  # as BentoML: each request of the batch gets the exception as its result
+            results = [error] * len(inputs_info)
+        self._sema.release()
+        if self._warmed_up:  # the warm-up picks its own batch sizes
+            self._dispatch_if_free()
+        for job, result in zip(inputs_info, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(result)
+        async with self._wake_event:
+            self._wake_event.notify_all()
 
     async def _train_cost_model(self) -> None:
         """BentoML's own warm-up (``CorkDispatcher.controller``): batches of 1, 2 and 3 to fit the cost model."""

@@ -187,6 +187,33 @@ def test_the_queue_sleeps_while_a_batch_runs() -> None:
     assert ticks == []
 
 
+def test_the_next_batch_starts_before_the_last_ones_requests_are_answered() -> None:
+    # answering takes the event loop a while (the answer, the HTTP response): the runtime should not wait for it
+    events: list[str] = []
+
+    async def run() -> None:
+        async def work(batch: list[int]) -> list[int]:
+            events.append(f"run {list(batch)}")
+            await asyncio.sleep(0.05)
+            return batch
+
+        enqueue = bentoml_adapter.dispatcher(32, 60_000, lambda: 0)(work)
+        for item in range(20):  # BentoML's warm-up of the cost model
+            await enqueue(item)
+        events.clear()
+
+        async def client(item: int) -> None:
+            await enqueue(item)
+            events.append(f"answered {item}")
+
+        first = asyncio.ensure_future(client(0))
+        await asyncio.sleep(0.01)  # its batch is running: the next ones wait behind it
+        await asyncio.gather(first, client(1), client(2))
+
+    asyncio.run(run())
+    assert events[:3] == ["run [0]", "run [1, 2]", "answered 0"]
+
+
 def test_the_queue_sheds_what_it_cannot_answer_in_time() -> None:
     sizes, results = _queue_run(items=40, seconds_per_call=0.05, max_latency_ms=1)
     shed = [result for result in results if isinstance(result, Overloaded)]
