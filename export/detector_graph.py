@@ -115,9 +115,9 @@ def levels_merged_by_gather() -> Iterator[None]:
 
     Its own traced merge scatters each level into a zero tensor through an index expanded to the whole result
     (int64 ``[boxes, 256, 7, 7]``, ~100 MB per level for 1,000 boxes); a gather moves the same values, so the
-    answers are the same to the bit, sooner (``/detect`` of a COCO photo on ONNX Runtime: 2.39 -> 2.04 s in
-    ``docs/bench/runtimes.json``). The hook is the module function torchvision calls only while tracing;
-    ``tests/test_detection_onnx.py`` checks that the graph it gives has no scatter.
+    answers are the same to the bit, sooner (``/detect`` of a COCO photo on ONNX Runtime in ``python -m
+    bench.runtimes``: 2.39 s before, 2.13 s after). The hook is the module function torchvision calls only while
+    tracing; ``tests/test_detection_onnx.py`` checks that the graph it gives has no scatter.
     """
     traced_merge = poolers._onnx_merge_levels
     poolers._onnx_merge_levels = merge_levels_by_gather
