@@ -70,13 +70,15 @@ def test_bentoml_internals_are_where_the_adapter_expects_them() -> None:
     assert pinned in (REPO_ROOT / "pyproject.toml").read_text() and pinned in (REPO_ROOT / "bentofile.yaml").read_text()
     parameters = inspect.signature(CorkDispatcher).parameters
     assert {"max_latency_in_ms", "max_batch_size", "fallback", "get_batch_size", "batch_dim"} <= set(parameters)
-    # EventDrivenCork replaces the dispatch loop after BentoML's warm-up, which it repeats, and extends outbound_call
+    # EventDrivenCork repeats BentoML's warm-up, whose batches go through outbound_call (which it replaces, calling
+    # the batch function BentoML's decorator stores as self.callback), then replaces the dispatch loop
     controller = " ".join(inspect.getsource(CorkDispatcher.controller).split())
     first = "( self.optimizer.N_SKIPPED_SAMPLE, self.optimizer.N_SKIPPED_SAMPLE + 6, 1 )"
     calls = (first, "(6, 1, 1)", "(5, 1, 2)", "(3, 1, 3)")
     assert all(f"await self.train_optimizer{call}" in controller for call in calls)
     assert controller.count("self.optimizer.trigger_refresh()") == 3
-    assert "self._sema.release()" in inspect.getsource(CorkDispatcher.outbound_call)
+    assert "self.outbound_call(inputs_info, training=True)" in inspect.getsource(CorkDispatcher.train_optimizer)
+    assert "self.callback = callback" in inspect.getsource(CorkDispatcher.__call__)
     assert {"_queue", "_sema", "_wake_event", "_loop", "_get_inputs"} <= set(dir(CorkDispatcher(1, 1, fallback=int)))
     # the copy of TimeoutMiddleware.__call__ is 1.4.40's plus one line
     assert "loop.call_later(self.timeout, self._set_timer_out, waiter)" in inspect.getsource(TimeoutMiddleware)
