@@ -90,15 +90,12 @@ class EventDrivenCork(CorkDispatcher):
     """BentoML's ``CorkDispatcher`` that dispatches as soon as the runtime is free and otherwise sleeps until a
     request arrives or a batch ends (no polling, no deliberate wait for batch mates)."""
 
-    _warmed_up = False
-
     async def controller(self) -> None:
         """BentoML's warm-up of the cost model, then: on each arrival or finished batch, shed and dispatch."""
         try:
             await self._train_cost_model()
         except Exception:  # as BentoML's loop: serve on with the cost model as it stands
             logger.exception("batching queue: fitting the cost model failed")
-        self._warmed_up = True
         while True:
             async with self._wake_event:
                 await self._wake_event.wait_for(self._has_work)
@@ -130,7 +127,7 @@ class EventDrivenCork(CorkDispatcher):
         except Exception as error:  # as BentoML: each request of the batch gets the exception as its result
             results = [error] * len(inputs_info)
         self._sema.release()
-        if self._warmed_up:  # the warm-up picks its own batch sizes
+        if not training:  # the warm-up picks its own batch sizes
             self._dispatch_if_free()
         for job, result in zip(inputs_info, results, strict=True):
             if not job.future.done():

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -157,6 +158,15 @@ def test_after_a_burst_a_lone_request_is_dispatched_at_once() -> None:
     assert lone_wait < stock.wait / 2
 
 
+async def _past_warm_up(work: Callable[[list[int]], Awaitable[list[int]]]) -> Callable[[int], Awaitable[int]]:
+    """``enqueue`` of a real batching queue around ``work``, after BentoML's warm-up of its cost model (which may
+    poll and picks its own batch sizes: a start-up cost only)."""
+    enqueue = bentoml_adapter.dispatcher(32, 60_000, lambda: 0)(work)
+    for item in range(20):
+        await enqueue(item)
+    return enqueue
+
+
 def test_the_queue_sleeps_while_a_batch_runs() -> None:
     # BentoML's own loop polls every TICKET_INTERVAL while a batch runs: a thousand wake-ups a second under load
     ticks: list[float] = []
@@ -173,9 +183,7 @@ def test_the_queue_sleeps_while_a_batch_runs() -> None:
             await sleep(seconds_per_batch[0])  # the model's time, with requests waiting behind it
             return batch
 
-        enqueue = bentoml_adapter.dispatcher(32, 60_000, lambda: 0)(slow)
-        for item in range(20):  # BentoML's warm-up of the cost model (it may poll: a start-up cost only)
-            await enqueue(item)
+        enqueue = await _past_warm_up(slow)
         ticks.clear()
         seconds_per_batch[0] = 0.3
         first = asyncio.ensure_future(enqueue(0))
@@ -199,9 +207,7 @@ def test_the_next_batch_starts_before_the_last_ones_requests_are_answered() -> N
             await asyncio.sleep(0.05)
             return batch
 
-        enqueue = bentoml_adapter.dispatcher(32, 60_000, lambda: 0)(work)
-        for item in range(20):  # BentoML's warm-up of the cost model
-            await enqueue(item)
+        enqueue = await _past_warm_up(work)
         events.clear()
 
         async def client(item: int) -> None:
