@@ -12,9 +12,10 @@ and as int8, and torchvision's Faster R-CNN R50-FPN layout (random weights) expo
   ``auto``, which times both runtimes at start): multipart ``/classify`` of the photos and v2 ``infer`` of their
   decoded pixels (UINT8 ``images``, Triton's binary format), each at c=1 (``C1_REQUESTS``) and c=8
   (``--requests``: long enough for the steady state, not the ramp up and down of the first and last batches);
-- where the time goes at ``/classify`` c=8: the server's CPU per image in its event loop (HTTP, form parsing, the
-  batching queue, the answer) and in its other threads (decode and the runtime), the mean batch it ran, beside
-  the CPU per image the bound assumes (``cores / bound``);
+- where the time goes at ``/classify`` c=8, per image: the server's CPU in its event loop (HTTP, form parsing, the
+  batching queue, the answer) and in its other threads (decode and the runtime), the load generator's CPU, the
+  cores' idle time (the four add up to ``cores / rate``), the mean batch it ran, beside the CPU per image the
+  bound assumes (``cores / bound``);
 - detect: ``/detect`` at c=1 on real COCO photos (800/1333), seconds per image, per setting.
 
 Cells are interleaved over ``--rounds``; the table shows medians. The raw cells run in a process of their own; the
@@ -78,6 +79,8 @@ COLUMNS = [
     Column("bound_cpu_ms", "bound CPU ms/img", ".1f"),
     Column("loop_cpu_ms", "/classify c=8: event loop CPU ms/img", ".1f"),
     Column("threads_cpu_ms", "/classify c=8: decode + run CPU ms/img", ".1f"),
+    Column("client_cpu_ms", "/classify c=8: load generator CPU ms/img", ".1f"),
+    Column("idle_ms", "/classify c=8: idle core ms/img", ".1f"),
     Column("batch_c8", "/classify c=8: mean batch", ".1f"),
     Column("detect_s", "/detect c=1 s/img", ".2f"),
     Column("detect_vs_ort", "/detect / ORT fp32", ".2f", "x"),
@@ -207,17 +210,28 @@ def batches(url: str) -> tuple[int, int]:
     return counted["count"], counted["images"]
 
 
+def idle_seconds() -> float:
+    """Seconds the machine's cores have been idle so far (summed over the cores)."""
+    times = psutil.cpu_times()
+    return times.idle + getattr(times, "iowait", 0.0)
+
+
 def classify_c8(server: LocalServer, photos: list[bytes], requests: int) -> dict[str, float]:
-    """``/classify`` at c=8: requests/s, and where the server's CPU went per image."""
+    """``/classify`` at c=8: requests/s, and where the cores' time went per image (the server's event loop and other
+    threads, this process's load generator, idle)."""
     loop, threads = worker_cpu(server)
     runs, images = batches(server.url)
+    client, idle = sum(psutil.Process().cpu_times()[:2]), idle_seconds()
     rate = load(server.url, "/classify", photos, 8, requests)["rps"]
+    client_after, idle_after = sum(psutil.Process().cpu_times()[:2]), idle_seconds()
     loop_after, threads_after = worker_cpu(server)
     runs_after, images_after = batches(server.url)
     return {
         "classify_c8": rate,
         "loop_cpu_ms": 1000 * (loop_after - loop) / requests,
         "threads_cpu_ms": 1000 * (threads_after - threads) / requests,
+        "client_cpu_ms": 1000 * (client_after - client) / requests,
+        "idle_ms": 1000 * (idle_after - idle) / requests,
         "batch_c8": (images_after - images) / max(runs_after - runs, 1),
     }
 
