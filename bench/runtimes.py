@@ -210,10 +210,11 @@ def batches(url: str) -> tuple[int, int]:
     return counted["count"], counted["images"]
 
 
-def idle_seconds() -> float:
-    """Seconds the machine's cores have been idle so far (summed over the cores)."""
-    times = psutil.cpu_times()
-    return times.idle + getattr(times, "iowait", 0.0)
+def generator_cpu_and_idle() -> tuple[float, float]:
+    """Seconds so far of this process's CPU (the load generator, while it loads a server) and of the machine's idle
+    cores (summed over the cores)."""
+    cores = psutil.cpu_times()
+    return sum(psutil.Process().cpu_times()[:2]), cores.idle + getattr(cores, "iowait", 0.0)
 
 
 def classify_c8(server: LocalServer, photos: list[bytes], requests: int) -> dict[str, float]:
@@ -221,9 +222,9 @@ def classify_c8(server: LocalServer, photos: list[bytes], requests: int) -> dict
     threads, this process's load generator, idle)."""
     loop, threads = worker_cpu(server)
     runs, images = batches(server.url)
-    client, idle = sum(psutil.Process().cpu_times()[:2]), idle_seconds()
+    client, idle = generator_cpu_and_idle()
     rate = load(server.url, "/classify", photos, 8, requests)["rps"]
-    client_after, idle_after = sum(psutil.Process().cpu_times()[:2]), idle_seconds()
+    client_after, idle_after = generator_cpu_and_idle()
     loop_after, threads_after = worker_cpu(server)
     runs_after, images_after = batches(server.url)
     return {
